@@ -1,0 +1,277 @@
+"""Backends: the one module that knows them by name.
+
+Everything else in anynet takes its array namespace from its inputs
+(``array_api_compat.array_namespace``). This module turns a backend *name*
+into a namespace and a device, moves arrays between host and device, and
+owns the random generators, since randomness is not in the Array API
+standard.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Sequence
+
+import array_api_compat
+import numpy as np
+
+BACKENDS = ("numpy", "cupy", "torch", "array_api_strict")
+DTYPES = ("float32", "float64")
+
+_INSTALL = {
+    "numpy": 'pip install numpy',
+    "cupy": 'pip install "anynet[cuda12]" (or "anynet[cuda13]", matching your CUDA driver)',
+    "torch": 'pip install "anynet[torch]"',
+    "array_api_strict": 'pip install "anynet[strict]"',
+}
+_MODULES = {
+    "numpy": "array_api_compat.numpy",
+    "cupy": "array_api_compat.cupy",
+    "torch": "array_api_compat.torch",
+    "array_api_strict": "array_api_strict",
+}
+_default: str | None = None
+
+
+class BackendUnavailableError(RuntimeError):
+    """A known backend that cannot run on this machine."""
+
+
+def check_backend_name(name: str) -> str:
+    """Return ``name`` if it names a backend, else raise ``ValueError``."""
+    if not isinstance(name, str) or name not in BACKENDS:
+        raise ValueError(
+            f"backend must be one of {', '.join(BACKENDS)}; got {name!r}"
+        )
+    return name
+
+
+def _why_unavailable(name: str) -> str | None:
+    """Return why backend ``name`` cannot run here, or None when it can."""
+    package = {"array_api_strict": "array_api_strict"}.get(name, name)
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        return f"the {name} backend needs the package {package!r}: {_INSTALL[name]}"
+    if name == "cupy":
+        try:
+            count = module.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # CuPy raises its own CUDA errors without a driver
+            return f"the cupy backend needs an NVIDIA GPU and driver ({exc})"
+        if count == 0:
+            return "the cupy backend needs an NVIDIA GPU; none is visible"
+    return None
+
+
+def available_backends() -> list[str]:
+    """List the backends that can run on this machine, in ``BACKENDS`` order."""
+    return [name for name in BACKENDS if _why_unavailable(name) is None]
+
+
+def get_backend() -> str:
+    """Return the default backend: ``set_backend``, else ``$ANYNET_BACKEND``, else numpy."""
+    if _default is not None:
+        return _default
+    name = os.environ.get("ANYNET_BACKEND", "numpy")
+    if name not in BACKENDS:
+        raise ValueError(
+            f"ANYNET_BACKEND must be one of {', '.join(BACKENDS)}; got {name!r}"
+        )
+    return name
+
+
+def set_backend(name: str) -> None:
+    """Make ``name`` the default backend for models built from now on.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not one of ``BACKENDS``.
+    BackendUnavailableError
+        If the backend cannot run here; the message says what to install.
+    """
+    global _default
+    namespace(name)
+    _default = name
+
+
+def namespace(name: str | None = None):
+    """Return the Array API namespace of backend ``name`` (default: ``get_backend()``)."""
+    name = get_backend() if name is None else check_backend_name(name)
+    why = _why_unavailable(name)
+    if why is not None:
+        raise BackendUnavailableError(why)
+    return importlib.import_module(_MODULES[name])
+
+
+def name_of(x) -> str:
+    """Return the name of the backend that array ``x`` belongs to."""
+    if array_api_compat.is_numpy_array(x):
+        return "numpy"
+    if array_api_compat.is_torch_array(x):
+        return "torch"
+    if array_api_compat.is_cupy_array(x):
+        return "cupy"
+    if array_api_compat.is_array_api_strict_namespace(array_api_compat.array_namespace(x)):
+        return "array_api_strict"
+    raise TypeError(f"expected an array of one of {', '.join(BACKENDS)}; got {type(x).__name__}")
+
+
+def resolve_device(name: str, device=None):
+    """Return the device object of backend ``name`` that ``device`` names.
+
+    ``None`` picks the backend's default: the current CUDA device for cupy,
+    ``"cuda"`` for torch when a GPU is visible (else ``"cpu"``), the CPU for
+    numpy and array_api_strict. Torch takes strings such as ``"cuda:1"``, CuPy
+    an integer device id.
+    """
+    xp = namespace(name)
+    try:
+        if name == "torch":
+            import torch
+
+            if device is None:
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            return torch.device(device)
+        if name == "cupy":
+            import cupy
+
+            if device is None:
+                return cupy.cuda.Device()
+            if isinstance(device, str) and device.startswith("cuda"):
+                device = device.partition(":")[2] or 0
+            return device if isinstance(device, cupy.cuda.Device) else cupy.cuda.Device(int(device))
+        if name == "numpy":
+            if device not in (None, "cpu"):
+                raise ValueError
+            return "cpu"
+        if device is None or device == "cpu":
+            return xp.asarray(0).device
+        return device if isinstance(device, xp.Device) else xp.Device(device)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise ValueError(f"device {device!r} is not a device of the {name} backend") from exc
+
+
+def dtype_of(xp, dtype: str):
+    """Return the floating dtype of namespace ``xp`` named ``dtype``."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    return getattr(xp, dtype)
+
+
+def to_numpy(x) -> np.ndarray:
+    """Copy array ``x`` of any backend to a NumPy array on the host."""
+    if isinstance(x, (np.ndarray, np.generic, int, float, list, tuple)):
+        return np.asarray(x)
+    name = name_of(x)
+    if name == "torch":
+        return x.detach().cpu().numpy()
+    if name == "cupy":
+        return x.get()
+    xp = array_api_compat.array_namespace(x)
+    return np.from_dlpack(x.to_device(xp.asarray(0).device))
+
+
+def to_device(x, xp, device, dtype=None):
+    """Return ``x`` as an array of namespace ``xp`` on ``device``.
+
+    A no-op (no copy) when ``x`` is already there with that dtype; otherwise
+    one transfer, through the host when ``x`` lives on another backend.
+    """
+    try:
+        same = array_api_compat.array_namespace(x) is xp
+    except TypeError:
+        same = False
+    if same and array_api_compat.device(x) == device:
+        return x if dtype is None or x.dtype == dtype else xp.astype(x, dtype)
+    host = to_numpy(x)
+    if host.dtype == object:
+        raise TypeError(f"expected a numeric array; got {type(x).__name__} of objects")
+    return xp.asarray(host, dtype=dtype, device=device)
+
+
+def _seed_words(seed) -> np.random.SeedSequence:
+    """Return a SeedSequence for ``seed`` (None, an int, or a sequence of ints)."""
+    if seed is not None and not isinstance(seed, (int, np.integer, Sequence)):
+        raise TypeError(f"seed must be None, an int or a sequence of ints; got {seed!r}")
+    return np.random.SeedSequence(seed)
+
+
+class Generator:
+    """A seeded random generator producing arrays of one backend on one device.
+
+    Weights and permutations are drawn on the host with NumPy and moved once, so
+    the same seed gives the same initial weights and the same minibatch order on
+    every backend. Per-iteration randomness (``uniform``, used for dropout
+    masks) is drawn on the device by the backend's own generator, so the hot
+    loop never crosses to the host.
+
+    Parameters
+    ----------
+    seed : None, int or sequence of int
+        The same seed gives the same numbers run after run.
+    backend : str, optional
+        A name in ``BACKENDS``; default ``get_backend()``, or the backend of ``like``.
+    device : optional
+        A device of that backend, as in ``resolve_device``.
+    like : array, optional
+        Take backend and device from this array.
+    """
+
+    def __init__(self, seed=None, backend=None, device=None, *, like=None):
+        if like is not None:
+            backend, device = name_of(like), array_api_compat.device(like)
+        self.backend = get_backend() if backend is None else check_backend_name(backend)
+        self.xp = namespace(self.backend)
+        self.device = resolve_device(self.backend, device)
+        self.seed = seed
+        host_seq, device_seq = _seed_words(seed).spawn(2)
+        self._host = np.random.default_rng(host_seq)
+        device_seed = int(device_seq.generate_state(1, np.uint64)[0] >> 1)
+        if self.backend == "torch":
+            import torch
+
+            self._device_rng = torch.Generator(device=self.device)
+            self._device_rng.manual_seed(device_seed)
+        elif self.backend == "cupy":
+            import cupy
+
+            with self.device:
+                self._device_rng = cupy.random.default_rng(device_seed)
+        else:
+            self._device_rng = np.random.default_rng(device_seed)
+
+    def _put(self, host: np.ndarray):
+        """Move a host array to this generator's backend and device."""
+        return self.xp.asarray(host, device=self.device)
+
+    def normal(self, shape, scale=1.0, dtype="float32"):
+        """Draw from N(0, scale**2), drawn on the host in float64 then cast."""
+        x = self._host.standard_normal(shape) * scale
+        return self._put(x.astype(dtype_of(np, dtype)))
+
+    def integers(self, high, shape):
+        """Draw int64 integers uniformly from [0, high)."""
+        return self._put(self._host.integers(0, high, size=shape, dtype=np.int64))
+
+    def permutation(self, n):
+        """Return a random permutation of ``range(n)`` as an int64 array."""
+        return self._put(self._host.permutation(n).astype(np.int64))
+
+    def uniform(self, shape, dtype="float32"):
+        """Draw from U[0, 1) on the device, without a host round trip."""
+        shape = tuple(shape)
+        if self.backend == "torch":
+            import torch
+
+            return torch.rand(
+                shape, generator=self._device_rng, device=self.device,
+                dtype=dtype_of(torch, dtype),
+            )
+        if self.backend == "cupy":
+            import cupy
+
+            with self.device:
+                return self._device_rng.random(shape, dtype=dtype_of(cupy, dtype))
+        return self._put(self._device_rng.random(shape, dtype=dtype_of(np, dtype)))

@@ -1,0 +1,235 @@
+"""Checkpoints: one ``.npz`` file (never a pickle), written atomically.
+
+A checkpoint holds the model (class, constructor config, parameters, batch
+normalization statistics), the Solver's optimizer state, position, learning
+rates, histories and seed, and the caller's metadata as JSON. It is written to
+a temporary file in the same folder, flushed to disk and renamed over the old
+one, so a crash mid-write leaves the previous checkpoint whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from . import backend as _backend
+from .models import MODELS
+
+FORMAT = "anynet-checkpoint-1"
+
+
+class CheckpointError(OSError):
+    """A checkpoint could not be written or read."""
+
+
+def save_npz(path, arrays, meta):
+    """Write ``arrays`` (name -> array of any backend) and JSON ``meta`` to ``path`` atomically.
+
+    Raises
+    ------
+    CheckpointError
+        If the file cannot be written (disk full, no permission...); the file
+        already at ``path``, if any, is left untouched.
+    """
+    path = Path(path)
+    host = {name: _backend.to_numpy(a) for name, a in arrays.items()}
+    host["__meta__"] = np.frombuffer(json.dumps({"format": FORMAT, **meta}).encode(), dtype=np.uint8)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **host)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise CheckpointError(
+            f"could not write checkpoint {path}: {exc.strerror or exc}; any previous checkpoint there is intact"
+        ) from exc
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _fsync_dir(folder):
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder or ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_npz(path):
+    """Read a checkpoint written by ``save_npz``; return ``(arrays, meta)`` with NumPy arrays."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}
+        meta = json.loads(arrays.pop("__meta__").tobytes().decode())
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {path} is not a readable anynet checkpoint ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path} has format {meta.get('format')!r}; expected {FORMAT!r}")
+    return arrays, meta
+
+
+def _group(arrays, prefix):
+    """The arrays named ``prefix/<rest>``, keyed by ``<rest>``."""
+    n = len(prefix) + 1
+    return {name[n:]: a for name, a in arrays.items() if name.startswith(prefix + "/")}
+
+
+def _bn_arrays(prefix, bn_stats):
+    """Flatten a list of running-statistics dicts into named arrays."""
+    return {
+        f"{prefix}/{i}/{k}": v
+        for i, stats in enumerate(bn_stats)
+        for k, v in stats.items()
+        if k.startswith("running_")
+    }
+
+
+def _model_state(model):
+    """Class name, constructor config, parameter and statistics arrays of ``model``."""
+    arrays = {f"params/{k}": v for k, v in model.params.items()}
+    arrays.update(_bn_arrays("bn", getattr(model, "bn_params", [])))
+    meta = {"model": type(model).__name__, "model_config": getattr(model, "config", {})}
+    return arrays, meta
+
+
+def save_model(model, path, metadata=None):
+    """Save ``model`` alone (parameters and statistics) as a checkpoint at ``path``."""
+    arrays, meta = _model_state(model)
+    save_npz(path, arrays, {**meta, "metadata": metadata or {}})
+
+
+def save_solver(solver, path):
+    """Save the model and the whole training state of ``solver`` at ``path``."""
+    arrays, meta = _model_state(solver.model)
+    arrays.update({f"best/{k}": v for k, v in solver.best_params.items()})
+    arrays.update(_bn_arrays("best_bn", solver.best_bn_stats))
+    optim_scalars = {}
+    for p, config in solver.optim_configs.items():
+        optim_scalars[p] = {}
+        for k, v in config.items():
+            if isinstance(v, (int, float, str, bool)) or v is None:
+                optim_scalars[p][k] = v
+            else:
+                arrays[f"optim/{p}/{k}"] = v
+    arrays["loss_history"] = np.asarray(solver.loss_history, dtype=np.float64)
+    meta.update(
+        solver={
+            "epoch": solver.epoch,
+            "t": solver.t,
+            "seed": solver.seed,
+            "best_val_acc": solver.best_val_acc,
+            "train_acc_history": solver.train_acc_history,
+            "val_acc_history": solver.val_acc_history,
+            "update_rule": getattr(solver.update_rule, "__name__", repr(solver.update_rule)),
+            "batch_size": solver.batch_size,
+            "lr_decay": solver.lr_decay,
+            "num_iterations": solver.num_iterations,
+        },
+        optim=optim_scalars,
+        metadata=solver.metadata,
+    )
+    save_npz(path, arrays, meta)
+
+
+def _restore_bn(bn_params, arrays, prefix, xp, device):
+    """Put saved running statistics back into ``bn_params``."""
+    for name, a in _group(arrays, prefix).items():
+        i, key = name.split("/", 1)
+        bn_params[int(i)][key] = xp.asarray(a, device=device)
+
+
+def load_model(path, backend=None, device=None):
+    """Rebuild the model saved in checkpoint ``path``, ready to predict.
+
+    The model gets the best parameters the Solver had seen when it saved
+    (those a finished ``train`` leaves in the model), or the current ones in a
+    checkpoint written by ``save_model``.
+
+    Parameters
+    ----------
+    path : str or path
+    backend, device : optional
+        Where to put the model; default ``anynet.get_backend()``.
+    """
+    arrays, meta = load_npz(path)
+    cls = MODELS.get(meta.get("model"))
+    if cls is None:
+        raise CheckpointError(f"checkpoint {path} holds an unknown model {meta.get('model')!r}")
+    model = cls(**meta["model_config"], backend=backend, device=device)
+    best = _group(arrays, "best")
+    params = best or _group(arrays, "params")
+    _set_params(model, params, path)
+    _restore_bn(model.bn_params, arrays, "best_bn" if best else "bn", model.xp, model.device)
+    return model
+
+
+def _set_params(model, params, path):
+    """Replace the model's parameters by ``params``, checking names and shapes."""
+    if set(params) != set(model.params):
+        raise CheckpointError(
+            f"checkpoint {path} holds parameters {sorted(params)}; the model has {sorted(model.params)}"
+        )
+    for k, a in params.items():
+        if tuple(a.shape) != tuple(model.params[k].shape):
+            raise CheckpointError(
+                f"checkpoint {path}: parameter {k} has shape {a.shape}; the model needs {tuple(model.params[k].shape)}"
+            )
+    model.params = {
+        k: model.xp.asarray(params[k], dtype=model.params[k].dtype, device=model.device) for k in model.params
+    }
+
+
+def restore_solver(solver, path):
+    """Restore ``solver`` (and its model) to the state saved at ``path``."""
+    arrays, meta = load_npz(path)
+    model = solver.model
+    if meta.get("model") != type(model).__name__ or meta.get("model_config") != getattr(model, "config", {}):
+        raise CheckpointError(
+            f"checkpoint {path} was saved from {meta.get('model')} {meta.get('model_config')}; "
+            f"this solver trains {type(model).__name__} {getattr(model, 'config', {})}"
+        )
+    xp, device = model.xp, model.device
+    _set_params(model, _group(arrays, "params"), path)
+    _restore_bn(model.bn_params, arrays, "bn", xp, device)
+    state = meta["solver"]
+    solver.epoch, solver.t, solver.seed = state["epoch"], state["t"], state["seed"]
+    solver.best_val_acc = state["best_val_acc"]
+    solver.train_acc_history = list(state["train_acc_history"])
+    solver.val_acc_history = list(state["val_acc_history"])
+    solver.loss_history = arrays["loss_history"].tolist()
+    solver._pending_losses = []
+    solver.best_params = {k: xp.asarray(a, device=device) for k, a in _group(arrays, "best").items()}
+    solver.best_bn_stats = [dict() for _ in model.bn_params]
+    for name, a in _group(arrays, "best_bn").items():
+        i, key = name.split("/", 1)
+        solver.best_bn_stats[int(i)][key] = xp.asarray(a, device=device)
+    saved = _group(arrays, "optim")
+    solver.optim_configs = {}
+    for p, scalars in meta["optim"].items():
+        config = dict(scalars)
+        for name, a in saved.items():
+            owner, key = name.split("/", 1)
+            if owner == p:
+                config[key] = xp.asarray(a, device=device)
+        solver.optim_configs[p] = config
+    solver.metadata = meta.get("metadata", {})

@@ -1,0 +1,111 @@
+"""Numerical gradients by centered differences, on any backend.
+
+These perturb ``x`` in place, one element at a time, and put each element
+back afterwards, so ``f`` may close over ``x`` (``x = model.params["W1"]``).
+They synchronize the device once per element: they are for float64 checks on
+small sizes, never for training.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from array_api_compat import array_namespace
+
+from . import backend as _backend
+
+
+def _indices(shape):
+    """Every multi-index of an array of ``shape``."""
+    return itertools.product(*(range(n) for n in shape))
+
+
+def eval_numerical_gradient(f, x, verbose=True, h=1e-5):
+    """Numerical gradient of a scalar function ``f`` at ``x``.
+
+    Parameters
+    ----------
+    f : callable
+        ``f(x)`` returns a scalar (a Python number or 0-d array).
+    x : array
+        Perturbed in place, element by element, and restored.
+    verbose : bool
+        Print each index and its gradient.
+    h : float
+        Step of the centered difference.
+
+    Returns
+    -------
+    array like ``x``
+    """
+    xp = array_namespace(x)
+    grad = xp.zeros_like(x)
+    for ix in _indices(x.shape):
+        old = float(x[ix])
+        x[ix] = old + h
+        fxph = float(f(x))
+        x[ix] = old - h
+        fxmh = float(f(x))
+        x[ix] = old
+        grad[ix] = (fxph - fxmh) / (2 * h)
+        if verbose:
+            print(ix, float(grad[ix]))
+    return grad
+
+
+def eval_numerical_gradient_array(f, x, df, h=1e-5):
+    """Numerical gradient of ``sum(f(x) * df)`` at ``x``, for array-valued ``f``.
+
+    ``df`` is the upstream gradient, shaped like ``f(x)``; ``x`` is perturbed
+    in place and restored, as in ``eval_numerical_gradient``.
+    """
+    xp = array_namespace(x, df)
+    grad = xp.zeros_like(x)
+    for ix in _indices(x.shape):
+        old = float(x[ix])
+        x[ix] = old + h
+        pos = xp.asarray(f(x), copy=True)
+        x[ix] = old - h
+        neg = f(x)
+        x[ix] = old
+        grad[ix] = xp.sum((pos - neg) * df) / (2 * h)
+    return grad
+
+
+def grad_check_sparse(f, x, analytic_grad, num_checks=10, h=1e-5, seed=None):
+    """Compare ``analytic_grad`` with numerical gradients at ``num_checks`` random elements.
+
+    Prints one line per element and returns the list of relative errors.
+    """
+    rng = _backend.Generator(seed, like=x)
+    flat = _backend.to_numpy(rng.integers(x.size, (num_checks,))).tolist()
+    errors = []
+    for k in flat:
+        ix = tuple(int(i) for i in _unravel(k, x.shape))
+        old = float(x[ix])
+        x[ix] = old + h
+        fxph = float(f(x))
+        x[ix] = old - h
+        fxmh = float(f(x))
+        x[ix] = old
+        numerical = (fxph - fxmh) / (2 * h)
+        analytic = float(analytic_grad[ix])
+        error = abs(numerical - analytic) / max(abs(numerical) + abs(analytic), 1e-300)
+        errors.append(error)
+        print(f"numerical: {numerical:f} analytic: {analytic:f}, relative error: {error:e}")
+    return errors
+
+
+def _unravel(k, shape):
+    """Multi-index of flat C-order index ``k``."""
+    ix = []
+    for n in reversed(shape):
+        k, r = divmod(k, n)
+        ix.append(r)
+    return reversed(ix)
+
+
+def rel_error(x, y):
+    """Largest relative error ``|x - y| / max(1e-8, |x| + |y|)``, as a float."""
+    xp = array_namespace(x, y)
+    return float(xp.max(xp.abs(x - y) / xp.clip(xp.abs(x) + xp.abs(y), min=1e-8)))

@@ -1,0 +1,266 @@
+"""Layers: each ``*_forward`` returns ``(out, cache)``, its ``*_backward`` takes ``(dout, cache)``.
+
+Written once against the Array API standard: the namespace comes from the
+inputs, so the same function runs on NumPy, CuPy, PyTorch and
+array-api-strict arrays, on whatever device they live.
+"""
+
+from __future__ import annotations
+
+from array_api_compat import array_namespace, device
+
+from .backend import Generator
+
+
+def _check_ndim(name, x, ndim):
+    """Raise ``ValueError`` unless ``x`` has ``ndim`` dimensions."""
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimension(s); got shape {tuple(x.shape)}")
+
+
+def _check_scores_labels(x, y):
+    """Validate (N, C) scores ``x`` against (N,) integer labels ``y``."""
+    xp = array_namespace(x, y)
+    _check_ndim("x", x, 2)
+    _check_ndim("y", y, 1)
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"x and y must have the same length; got {x.shape[0]} and {y.shape[0]}")
+    if not xp.isdtype(y.dtype, "integral"):
+        raise TypeError(f"y must hold integer labels; got dtype {y.dtype}")
+    return xp
+
+
+def _one_hot(y, C, xp):
+    """Boolean (N, C) array, True where column == label."""
+    return y[:, None] == xp.arange(C, dtype=y.dtype, device=device(y))[None, :]
+
+
+def affine_forward(x, w, b):
+    """Affine (fully connected) layer: ``out = x.reshape(N, D) @ w + b``.
+
+    Parameters
+    ----------
+    x : array, shape (N, d_1, ..., d_k)
+        Inputs; each row is flattened to D = d_1 * ... * d_k features.
+    w : array, shape (D, M)
+    b : array, shape (M,)
+
+    Returns
+    -------
+    out : array, shape (N, M)
+    cache : tuple
+        What ``affine_backward`` needs.
+    """
+    xp = array_namespace(x, w, b)
+    N = x.shape[0]
+    x2 = xp.reshape(x, (N, -1))
+    if x2.shape[1] != w.shape[0]:
+        raise ValueError(
+            f"x has {x2.shape[1]} features per row but w expects {w.shape[0]} (w shape {tuple(w.shape)})"
+        )
+    out = x2 @ w + b
+    return out, (x, x2, w)
+
+
+def affine_backward(dout, cache):
+    """Backward pass of ``affine_forward``.
+
+    Returns
+    -------
+    dx : array, the shape of ``x``
+    dw : array, shape (D, M)
+    db : array, shape (M,)
+    """
+    return _affine_backward(dout, cache, need_dx=True)
+
+
+def _affine_backward(dout, cache, need_dx):
+    """``affine_backward`` that skips ``dx`` (a third of the work) when nobody needs it."""
+    x, x2, w = cache
+    xp = array_namespace(dout, w)
+    dw = x2.T @ dout
+    db = xp.sum(dout, axis=0)
+    dx = xp.reshape(dout @ w.T, x.shape) if need_dx else None
+    return dx, dw, db
+
+
+def relu_forward(x):
+    """Rectified linear unit, ``max(x, 0)``; returns ``(out, cache)``."""
+    xp = array_namespace(x)
+    out = xp.maximum(x, 0.0)
+    return out, out
+
+
+def relu_backward(dout, cache):
+    """Backward pass of ``relu_forward``: ``dout`` where the input was positive."""
+    xp = array_namespace(dout, cache)
+    return xp.where(cache > 0, dout, 0.0)
+
+
+def softmax_loss(x, y):
+    """Softmax cross-entropy loss, averaged over the batch.
+
+    Parameters
+    ----------
+    x : array, shape (N, C)
+        Class scores.
+    y : array, shape (N,)
+        Integer labels, ``0 <= y[i] < C``.
+
+    Returns
+    -------
+    loss : 0-d array on the device of ``x``
+    dx : array, shape (N, C)
+    """
+    xp = _check_scores_labels(x, y)
+    N, C = x.shape
+    # Shifting by the row maximum keeps exp() finite for any score.
+    shifted = x - xp.max(x, axis=1, keepdims=True)
+    e = xp.exp(shifted)
+    z = xp.sum(e, axis=1, keepdims=True)
+    correct = xp.take_along_axis(shifted, y[:, None], axis=1)
+    loss = xp.mean(xp.log(z) - correct)
+    probs = e / z
+    dx = xp.where(_one_hot(y, C, xp), probs - 1.0, probs) / N
+    return loss, dx
+
+
+def svm_loss(x, y):
+    """Multiclass hinge loss with margin 1, averaged over the batch.
+
+    Parameters and returns are those of ``softmax_loss``.
+    """
+    xp = _check_scores_labels(x, y)
+    N, C = x.shape
+    is_label = _one_hot(y, C, xp)
+    correct = xp.take_along_axis(x, y[:, None], axis=1)
+    margins = xp.where(is_label, 0.0, xp.maximum(x - correct + 1.0, 0.0))
+    loss = xp.sum(margins) / N
+    positive = xp.astype(margins > 0, x.dtype)
+    num_positive = xp.sum(positive, axis=1, keepdims=True)
+    dx = (positive - xp.astype(is_label, x.dtype) * num_positive) / N
+    return loss, dx
+
+
+def batchnorm_forward(x, gamma, beta, bn_param):
+    """Batch normalization over the batch axis of (N, D) ``x``.
+
+    Parameters
+    ----------
+    x : array, shape (N, D)
+    gamma, beta : array, shape (D,)
+        Scale and shift.
+    bn_param : dict
+        ``mode`` ("train" or "test", required), ``eps`` (1e-5), ``momentum``
+        (0.9), and the state ``running_mean`` / ``running_var``, created here on
+        first use on the device of ``x``. In train mode they become
+        ``momentum * running + (1 - momentum) * batch_stat``; test mode
+        normalizes with them instead of the batch statistics.
+
+    Returns
+    -------
+    out : array, shape (N, D)
+    cache : tuple, or None in test mode
+    """
+    xp = array_namespace(x, gamma, beta)
+    _check_ndim("x", x, 2)
+    mode = bn_param.get("mode")
+    eps = bn_param.get("eps", 1e-5)
+    momentum = bn_param.get("momentum", 0.9)
+    D = x.shape[1]
+    if "running_mean" not in bn_param:
+        bn_param["running_mean"] = xp.zeros(D, dtype=x.dtype, device=device(x))
+        bn_param["running_var"] = xp.ones(D, dtype=x.dtype, device=device(x))
+    if mode == "train":
+        mu = xp.mean(x, axis=0)
+        xc = x - mu
+        var = xp.mean(xc * xc, axis=0)
+        std = xp.sqrt(var + eps)
+        xhat = xc / std
+        out = gamma * xhat + beta
+        bn_param["running_mean"] = momentum * bn_param["running_mean"] + (1 - momentum) * mu
+        bn_param["running_var"] = momentum * bn_param["running_var"] + (1 - momentum) * var
+        return out, (xhat, xc, std, gamma)
+    if mode == "test":
+        xhat = (x - bn_param["running_mean"]) / xp.sqrt(bn_param["running_var"] + eps)
+        return gamma * xhat + beta, None
+    raise ValueError(f'bn_param["mode"] must be "train" or "test"; got {mode!r}')
+
+
+def batchnorm_backward(dout, cache):
+    """Backward pass of ``batchnorm_forward``, step by step through its graph.
+
+    Returns
+    -------
+    dx : array, shape (N, D)
+    dgamma, dbeta : array, shape (D,)
+    """
+    xhat, xc, std, gamma = cache
+    xp = array_namespace(dout, xhat)
+    N = dout.shape[0]
+    dbeta = xp.sum(dout, axis=0)
+    dgamma = xp.sum(dout * xhat, axis=0)
+    dxhat = dout * gamma
+    # xhat = xc * invstd; invstd = 1 / std; std = sqrt(var + eps); var = mean(xc**2)
+    dinvstd = xp.sum(dxhat * xc, axis=0)
+    dstd = -dinvstd / (std * std)
+    dvar = dstd / (2.0 * std)
+    dxc = dxhat / std + 2.0 * xc * dvar / N
+    # xc = x - mean(x)
+    dx = dxc - xp.mean(dxc, axis=0)
+    return dx, dgamma, dbeta
+
+
+def batchnorm_backward_alt(dout, cache):
+    """Backward pass of ``batchnorm_forward`` in the simplified closed form.
+
+    ``dx = gamma / std * (dout - mean(dout) - xhat * mean(dout * xhat))``;
+    agrees with ``batchnorm_backward`` in fewer passes.
+    """
+    xhat, _, std, gamma = cache
+    xp = array_namespace(dout, xhat)
+    dbeta = xp.sum(dout, axis=0)
+    dgamma = xp.sum(dout * xhat, axis=0)
+    N = dout.shape[0]
+    dx = (gamma / std) * (dout - (dbeta + xhat * dgamma) / N)
+    return dx, dgamma, dbeta
+
+
+def dropout_forward(x, dropout_param):
+    """Inverted dropout.
+
+    Parameters
+    ----------
+    x : array
+    dropout_param : dict
+        ``p``: probability of dropping each unit, ``0 <= p < 1``; ``mode``:
+        "train" or "test" (identity); optional ``seed`` (the same seed gives the
+        same mask) or ``rng``, a ``backend.Generator`` to draw the mask from.
+        Kept units are scaled by ``1 / (1 - p)`` so test mode needs no scaling.
+
+    Returns
+    -------
+    out : array, the shape of ``x``
+    cache : tuple
+    """
+    p = dropout_param.get("p")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+        raise ValueError(f'dropout_param["p"] must be a number in [0, 1); got {p!r}')
+    mode = dropout_param.get("mode")
+    if mode == "test" or p == 0:
+        return x, (mode, None)
+    if mode != "train":
+        raise ValueError(f'dropout_param["mode"] must be "train" or "test"; got {mode!r}')
+    xp = array_namespace(x)
+    rng = dropout_param.get("rng")
+    if rng is None:
+        rng = Generator(dropout_param.get("seed"), like=x)
+    keep = rng.uniform(x.shape, dtype="float64" if x.dtype == xp.float64 else "float32") >= p
+    mask = xp.astype(keep, x.dtype) * (1.0 / (1.0 - p))
+    return x * mask, (mode, mask)
+
+
+def dropout_backward(dout, cache):
+    """Backward pass of ``dropout_forward``."""
+    mode, mask = cache
+    return dout if mask is None else dout * mask

@@ -1,0 +1,273 @@
+"""Models: ``loss(X)`` gives scores, ``loss(X, y)`` gives ``(loss, grads)``."""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+from . import backend as _backend
+from .layers import (
+    _affine_backward,
+    affine_forward,
+    batchnorm_backward_alt,
+    batchnorm_forward,
+    dropout_backward,
+    dropout_forward,
+    relu_backward,
+    relu_forward,
+    softmax_loss,
+)
+
+
+def _positive_int(name, value):
+    """Return ``value`` if it is a positive int, else raise."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be a positive integer; got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    return int(value)
+
+
+def _real(name, value, low, high=math.inf, low_open=False):
+    """Return ``value`` as a float if ``low <= value < high`` (``low < value`` if low_open)."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number; got {value!r}")
+    value = float(value)
+    if not (low < value if low_open else low <= value) or not value < high or math.isnan(value):
+        bounds = f"{'(' if low_open else '['}{low}, {high})"
+        raise ValueError(f"{name} must lie in {bounds}; got {value!r}")
+    return value
+
+
+class FullyConnectedNet:
+    """``{affine - [batchnorm] - relu - [dropout]} x (L - 1) - affine - softmax``.
+
+    Parameters
+    ----------
+    hidden_dims : sequence of int
+        Width of each hidden layer.
+    input_dim, num_classes : int
+        D (inputs are flattened to it) and C.
+    dropout : float
+        Probability of dropping a hidden unit; 0 means no dropout layers.
+    use_batchnorm : bool
+        Batch normalization after each hidden affine layer.
+    reg : float
+        L2 strength: the loss gains ``0.5 * reg * sum(W * W)`` for every weight
+        matrix (never biases, gammas or betas). May be changed after construction.
+    weight_scale : float
+        Weights are drawn from N(0, weight_scale**2); biases start at zero.
+    dtype : {"float32", "float64"}
+        Parameters are kept, and inputs cast, in this dtype.
+    seed : int, optional
+        Seeds the weights and, outside a ``Solver``, fixes the dropout mask
+        (as gradient checks need).
+    backend, device : optional
+        Where the model computes; default ``anynet.get_backend()``.
+
+    Attributes
+    ----------
+    params : dict
+        ``W1, b1, ..., WL, bL`` and ``gamma_i, beta_i``; weights have shape (in, out).
+    bn_params : list of dict
+        One per hidden layer with batch normalization, holding running statistics.
+    rng : backend.Generator or None
+        Draws dropout masks; the ``Solver`` sets it so resumed runs repeat exactly.
+    """
+
+    def __init__(
+        self,
+        hidden_dims,
+        input_dim=3 * 32 * 32,
+        num_classes=10,
+        dropout=0,
+        use_batchnorm=False,
+        reg=0.0,
+        weight_scale=1e-2,
+        dtype="float32",
+        seed=None,
+        backend=None,
+        device=None,
+    ):
+        if isinstance(hidden_dims, (str, bytes)) or not hasattr(hidden_dims, "__iter__"):
+            raise TypeError(f"hidden_dims must be a sequence of positive integers; got {hidden_dims!r}")
+        hidden_dims = [_positive_int("hidden_dims[i]", h) for h in hidden_dims]
+        input_dim = _positive_int("input_dim", input_dim)
+        num_classes = _positive_int("num_classes", num_classes)
+        dropout = _real("dropout", dropout, 0.0, 1.0)
+        if not isinstance(use_batchnorm, bool):
+            raise TypeError(f"use_batchnorm must be True or False; got {use_batchnorm!r}")
+        weight_scale = _real("weight_scale", weight_scale, 0.0, low_open=True)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0):
+            raise ValueError(f"seed must be None or a non-negative integer; got {seed!r}")
+        self.reg = _real("reg", reg, 0.0)
+        self.backend = _backend.get_backend() if backend is None else _backend.check_backend_name(backend)
+        self.xp = _backend.namespace(self.backend)
+        self.device = _backend.resolve_device(self.backend, device)
+        self.dtype = dtype
+        self._dtype = _backend.dtype_of(self.xp, dtype)
+        self.seed = seed
+        self.config = {
+            "hidden_dims": hidden_dims, "input_dim": input_dim, "num_classes": num_classes,
+            "dropout": dropout, "use_batchnorm": use_batchnorm, "reg": self.reg,
+            "weight_scale": weight_scale, "dtype": dtype, "seed": seed,
+        }
+        self.num_layers = len(hidden_dims) + 1
+        self.use_batchnorm = use_batchnorm
+        self.dropout = dropout
+
+        rng = _backend.Generator(seed, self.backend, self.device)
+        dims = [input_dim, *hidden_dims, num_classes]
+        self.params = {}
+        for i in range(1, self.num_layers + 1):
+            d_in, d_out = dims[i - 1], dims[i]
+            self.params[f"W{i}"] = rng.normal((d_in, d_out), weight_scale, dtype)
+            self.params[f"b{i}"] = self.xp.zeros(d_out, dtype=self._dtype, device=self.device)
+            if use_batchnorm and i < self.num_layers:
+                self.params[f"gamma{i}"] = self.xp.ones(d_out, dtype=self._dtype, device=self.device)
+                self.params[f"beta{i}"] = self.xp.zeros(d_out, dtype=self._dtype, device=self.device)
+        self.bn_params = [{"mode": "train"} for _ in hidden_dims] if use_batchnorm else []
+        self.rng = None
+
+    @property
+    def input_dim(self):
+        """D, the number of input features."""
+        return self.config["input_dim"]
+
+    def _input(self, X):
+        """Return ``X`` on the model's device and dtype, checking its shape."""
+        X = _backend.to_device(X, self.xp, self.device, self._dtype)
+        D = math.prod(X.shape[1:])
+        if X.ndim < 2 or D != self.input_dim:
+            raise ValueError(
+                f"X must have shape (N, ...) with {self.input_dim} features per row; got shape {tuple(X.shape)}"
+            )
+        return X
+
+    def _labels(self, y, N):
+        """Return labels ``y`` as an int64 array on the model's device."""
+        y = _backend.to_device(y, self.xp, self.device)
+        if y.ndim != 1 or y.shape[0] != N:
+            raise ValueError(f"y must have shape ({N},) to match X; got shape {tuple(y.shape)}")
+        if not self.xp.isdtype(y.dtype, "integral"):
+            raise TypeError(f"y must hold integer labels; got dtype {y.dtype}")
+        return y
+
+    def _param(self, name):
+        """The parameter ``name`` on the model's device; hand-assigned arrays are moved there."""
+        return _backend.to_device(self.params[name], self.xp, self.device, self._dtype)
+
+    def _dropout_rng(self):
+        """The generator for dropout masks: the Solver's, else one fixed by ``seed``."""
+        if self.rng is not None:
+            return self.rng
+        return _backend.Generator(None if self.seed is None else (self.seed, 1), self.backend, self.device)
+
+    def loss(self, X, y=None):
+        """Scores, or loss and gradients.
+
+        Parameters
+        ----------
+        X : array, shape (N, d_1, ..., d_k)
+            Inputs with ``d_1 * ... * d_k == input_dim``, of this model's
+            backend or NumPy; cast to the model's dtype.
+        y : array, shape (N,), optional
+            Integer labels. Without them the net runs in test mode.
+
+        Returns
+        -------
+        scores : array, shape (N, C)
+            When ``y`` is None.
+        loss, grads : 0-d array and dict
+            When ``y`` is given; ``grads`` is keyed like ``params``.
+        """
+        xp = self.xp
+        X = self._input(X)
+        mode = "test" if y is None else "train"
+        dropout_param = None
+        if self.dropout > 0:
+            dropout_param = {"p": self.dropout, "mode": mode}
+            if mode == "train":
+                dropout_param["rng"] = self._dropout_rng()
+        L = self.num_layers
+        h, caches = X, []
+        for i in range(1, L):
+            h, fc_cache = affine_forward(h, self._param(f"W{i}"), self._param(f"b{i}"))
+            bn_cache = drop_cache = None
+            if self.use_batchnorm:
+                bn_param = self.bn_params[i - 1]
+                bn_param["mode"] = mode
+                h, bn_cache = batchnorm_forward(
+                    h, self._param(f"gamma{i}"), self._param(f"beta{i}"), bn_param
+                )
+            h, relu_cache = relu_forward(h)
+            if dropout_param is not None:
+                h, drop_cache = dropout_forward(h, dropout_param)
+            caches.append((fc_cache, bn_cache, relu_cache, drop_cache))
+        scores, fc_cache = affine_forward(h, self._param(f"W{L}"), self._param(f"b{L}"))
+        if y is None:
+            return scores
+
+        loss, dout = softmax_loss(scores, self._labels(y, X.shape[0]))
+        grads = {}
+        for i in range(L, 0, -1):
+            if i < L:
+                fc_cache, bn_cache, relu_cache, drop_cache = caches[i - 1]
+                if drop_cache is not None:
+                    dout = dropout_backward(dout, drop_cache)
+                dout = relu_backward(dout, relu_cache)
+                if bn_cache is not None:
+                    dout, grads[f"gamma{i}"], grads[f"beta{i}"] = batchnorm_backward_alt(dout, bn_cache)
+            # Nobody needs the gradient with respect to the input images.
+            dout, grads[f"W{i}"], grads[f"b{i}"] = _affine_backward(dout, fc_cache, need_dx=i > 1)
+        if self.reg:
+            for i in range(1, L + 1):
+                w = self._param(f"W{i}")
+                loss = loss + 0.5 * self.reg * xp.sum(w * w)
+                grads[f"W{i}"] = grads[f"W{i}"] + self.reg * w
+        return loss, grads
+
+    def predict(self, X):
+        """Return the predicted integer labels of ``X``, shape (N,)."""
+        return self.xp.argmax(self.loss(X), axis=1)
+
+
+class TwoLayerNet(FullyConnectedNet):
+    """``affine - relu - affine - softmax``: a ``FullyConnectedNet`` with one hidden layer.
+
+    ``hidden_dims`` is the width H of the one hidden layer; the other
+    parameters are those of ``FullyConnectedNet``.
+    """
+
+    def __init__(
+        self,
+        input_dim=3 * 32 * 32,
+        hidden_dims=100,
+        num_classes=10,
+        dropout=0,
+        weight_scale=1e-3,
+        reg=0.0,
+        dtype="float32",
+        seed=None,
+        backend=None,
+        device=None,
+    ):
+        if isinstance(hidden_dims, (list, tuple)) and len(hidden_dims) == 1:
+            hidden_dims = hidden_dims[0]
+        super().__init__(
+            [_positive_int("hidden_dims", hidden_dims)],
+            input_dim=input_dim,
+            num_classes=num_classes,
+            dropout=dropout,
+            reg=reg,
+            weight_scale=weight_scale,
+            dtype=dtype,
+            seed=seed,
+            backend=backend,
+            device=device,
+        )
+        del self.config["use_batchnorm"]
+        self.config["hidden_dims"] = self.config["hidden_dims"][0]
+
+
+MODELS = {"TwoLayerNet": TwoLayerNet, "FullyConnectedNet": FullyConnectedNet}

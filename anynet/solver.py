@@ -1,0 +1,341 @@
+"""The Solver: minibatch gradient descent on any model with ``loss(X, y) -> (loss, grads)``."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from numbers import Integral, Real
+
+from . import backend as _backend
+from . import optim
+
+_DEFAULTS = {
+    "update_rule": "sgd",
+    "optim_config": None,
+    "lr_decay": 1.0,
+    "batch_size": 100,
+    "num_epochs": 10,
+    "num_iterations": None,
+    "num_train_samples": 1000,
+    "num_val_samples": None,
+    "checkpoint_name": None,
+    "print_every": 10,
+    "verbose": True,
+    "seed": None,
+    "callback": None,
+}
+_SPLITS = ("X_train", "y_train", "X_val", "y_val")
+
+
+def _count(name, value, allow_none=False):
+    """Return ``value`` if it is a positive int (or None when allowed), else raise."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be a positive integer; got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    return int(value)
+
+
+class Solver:
+    """Train a model by minibatch gradient descent, the CS231n way.
+
+    Parameters
+    ----------
+    model : object
+        Has ``params`` (a dict of arrays), ``loss(X, y) -> (loss, grads)``,
+        ``xp``, ``device`` and ``predict``; the models in ``anynet.models`` do.
+    data : dict
+        ``X_train, y_train, X_val, y_val``: NumPy arrays or arrays of the
+        model's backend. They move to the model's device once, here.
+    update_rule : str or callable
+        A name in ``anynet.optim.UPDATE_RULES`` or a function ``rule(w, dw, config)``.
+    optim_config : dict
+        Hyperparameters given to the update rule (each parameter gets its own copy).
+    lr_decay : float
+        Every learning rate is multiplied by this at each epoch end.
+    batch_size : int
+    num_epochs : int
+        Ignored when ``num_iterations`` is given.
+    num_iterations : int, optional
+        Total minibatch steps, instead of ``num_epochs``.
+    num_train_samples : int or None
+        Training images used to measure training accuracy (None: all).
+    num_val_samples : int or None
+        Validation images used to measure validation accuracy (None: all).
+    checkpoint_name : str or path, optional
+        At every epoch end the whole training state is written, atomically, to
+        ``{checkpoint_name}.npz``; ``load_checkpoint`` resumes from it.
+    print_every : int
+        Print the loss every this many iterations (when ``verbose``).
+    verbose : bool
+    seed : int, optional
+        Seeds minibatch order, accuracy subsamples and dropout masks; one is
+        drawn (and saved in checkpoints) when not given.
+    callback : callable, optional
+        Called as ``callback(solver, event)`` after each iteration
+        (``event == "iteration"``) and after each epoch's bookkeeping
+        (``event == "epoch"``).
+
+    Attributes
+    ----------
+    loss_history : list of float
+        One loss per iteration, filled at each epoch end (and when printing),
+        so training never waits on the device mid-epoch.
+    train_acc_history, val_acc_history : list of float
+        Measured at the first iteration, every epoch end and the last iteration.
+    best_val_acc : float
+    metadata : dict
+        JSON-serializable facts saved with every checkpoint (the command's flags, say).
+    best_params : dict
+        Copies of the parameters that gave ``best_val_acc``; put into the model
+        when ``train`` ends.
+    """
+
+    def __init__(self, model, data, **kwargs):
+        unknown = sorted(set(kwargs) - set(_DEFAULTS))
+        if unknown:
+            raise ValueError(
+                f"unknown Solver argument(s) {', '.join(unknown)}; expected some of {', '.join(_DEFAULTS)}"
+            )
+        opts = {**_DEFAULTS, **kwargs}
+        for attr in ("params", "loss", "xp", "device"):
+            if not hasattr(model, attr):
+                raise TypeError(f"model must have a {attr!r} attribute; got {type(model).__name__}")
+        self.model = model
+        self.update_rule = self._rule(opts["update_rule"])
+        self.optim_config = dict(opts["optim_config"] or {})
+        lr_decay = opts["lr_decay"]
+        if isinstance(lr_decay, bool) or not isinstance(lr_decay, Real) or not 0 < lr_decay <= 1:
+            raise ValueError(f"lr_decay must be a number in (0, 1]; got {lr_decay!r}")
+        self.lr_decay = float(lr_decay)
+        self.batch_size = _count("batch_size", opts["batch_size"])
+        self.num_epochs = _count("num_epochs", opts["num_epochs"])
+        self.num_iterations = _count("num_iterations", opts["num_iterations"], allow_none=True)
+        self.num_train_samples = _count("num_train_samples", opts["num_train_samples"], allow_none=True)
+        self.num_val_samples = _count("num_val_samples", opts["num_val_samples"], allow_none=True)
+        self.checkpoint_name = opts["checkpoint_name"]
+        self.print_every = _count("print_every", opts["print_every"])
+        self.verbose = bool(opts["verbose"])
+        seed = opts["seed"]
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0):
+            raise ValueError(f"seed must be None or a non-negative integer; got {seed!r}")
+        self.seed = secrets.randbits(32) if seed is None else int(seed)
+        self.callback = opts["callback"]
+        self.metadata = {}
+
+        self.X_train, self.y_train, self.X_val, self.y_val = self._move_data(data)
+        N = self.X_train.shape[0]
+        if self.batch_size > N:
+            raise ValueError(f"batch_size ({self.batch_size}) is larger than the training set ({N} images)")
+        self.iterations_per_epoch = max(N // self.batch_size, 1)
+        if self.num_iterations is None:
+            self.num_iterations = self.num_epochs * self.iterations_per_epoch
+        self._reset()
+
+    @staticmethod
+    def _rule(update_rule):
+        """Resolve ``update_rule`` to a function."""
+        if callable(update_rule):
+            return update_rule
+        if update_rule not in optim.UPDATE_RULES:
+            raise ValueError(
+                f"update_rule must be a callable or one of {', '.join(optim.UPDATE_RULES)}; got {update_rule!r}"
+            )
+        return optim.UPDATE_RULES[update_rule]
+
+    def _move_data(self, data):
+        """Check the four splits once and move them to the model's device."""
+        if not isinstance(data, dict):
+            raise TypeError(f"data must be a dict with keys {', '.join(_SPLITS)}; got {type(data).__name__}")
+        missing = [k for k in _SPLITS if k not in data]
+        if missing:
+            raise ValueError(f"data is missing {', '.join(missing)}")
+        model, xp = self.model, self.model.xp
+        dtype = getattr(model, "_dtype", None)
+        num_classes = getattr(model, "config", {}).get("num_classes")
+        moved = []
+        for split in ("train", "val"):
+            X = _backend.to_device(data[f"X_{split}"], xp, model.device, dtype)
+            y = _backend.to_device(data[f"y_{split}"], xp, model.device)
+            if X.ndim < 2 or X.shape[0] == 0:
+                raise ValueError(f"X_{split} must have shape (N, ...) with N > 0; got {tuple(X.shape)}")
+            if y.ndim != 1 or y.shape[0] != X.shape[0]:
+                raise ValueError(
+                    f"y_{split} must have shape ({X.shape[0]},) to match X_{split}; got {tuple(y.shape)}"
+                )
+            if not xp.isdtype(y.dtype, "integral"):
+                raise TypeError(f"y_{split} must hold integer labels; got dtype {y.dtype}")
+            # One synchronisation, here, instead of checks in the training loop.
+            if num_classes is not None and bool(xp.any((y < 0) | (y >= num_classes))):
+                raise ValueError(f"y_{split} holds labels outside [0, {num_classes})")
+            if not bool(xp.all(xp.isfinite(X))):
+                raise ValueError(f"X_{split} holds NaN or infinite values")
+            moved += [X, y]
+        return moved
+
+    def _reset(self):
+        """Set up the bookkeeping of a fresh run."""
+        self.epoch = 0
+        self.t = 0
+        self.best_val_acc = 0.0
+        self.best_params = {}
+        self.best_bn_stats = []
+        self.loss_history = []
+        self.train_acc_history = []
+        self.val_acc_history = []
+        self._pending_losses = []
+        self.last_loss = None
+        self.optim_configs = {p: dict(self.optim_config) for p in self.model.params}
+
+    def _start_epoch(self, epoch):
+        """Draw this epoch's minibatch order and dropout stream from (seed, epoch)."""
+        rng = _backend.Generator((self.seed, epoch), self.model.backend, self.model.device)
+        self._order = rng.permutation(self.X_train.shape[0])
+        self.model.rng = rng
+
+    def _step(self):
+        """One minibatch update; never waits on the device."""
+        xp = self.model.xp
+        k = self.t % self.iterations_per_epoch
+        idx = self._order[k * self.batch_size:(k + 1) * self.batch_size]
+        X_batch = xp.take(self.X_train, idx, axis=0)
+        y_batch = xp.take(self.y_train, idx, axis=0)
+        loss, grads = self.model.loss(X_batch, y_batch)
+        self.last_loss = loss
+        self._pending_losses.append(loss)
+        params = self.model.params
+        for p, w in params.items():
+            params[p], self.optim_configs[p] = self.update_rule(w, grads[p], self.optim_configs[p])
+
+    def _flush_losses(self):
+        """Copy pending losses to the host in one transfer; stop on a non-finite one."""
+        if not self._pending_losses:
+            return
+        xp = self.model.xp
+        values = _backend.to_numpy(xp.stack(self._pending_losses)).tolist()
+        start = len(self.loss_history)
+        self._pending_losses = []
+        for i, value in enumerate(values):
+            if not math.isfinite(value):
+                last = next((v for v in reversed(self.loss_history) if math.isfinite(v)), None)
+                raise FloatingPointError(
+                    f"loss became {value} at iteration {start + i + 1}; last finite loss {last}. "
+                    "Lower the learning rate or the weight scale."
+                )
+            self.loss_history.append(value)
+
+    def check_accuracy(self, X, y, num_samples=None, batch_size=100):
+        """Fraction of ``X`` the model labels as ``y``.
+
+        Parameters
+        ----------
+        X, y : arrays
+            Images and integer labels, NumPy or the model's backend.
+        num_samples : int, optional
+            Measure on a random subsample of this many images.
+        batch_size : int
+            Images per forward pass.
+
+        Returns
+        -------
+        float
+        """
+        model, xp = self.model, self.model.xp
+        batch_size = _count("batch_size", batch_size)
+        X = _backend.to_device(X, xp, model.device, getattr(model, "_dtype", None))
+        y = _backend.to_device(y, xp, model.device)
+        N = X.shape[0]
+        if y.ndim != 1 or y.shape[0] != N:
+            raise ValueError(f"y must have shape ({N},) to match X; got {tuple(y.shape)}")
+        if num_samples is not None and num_samples < N:
+            rng = _backend.Generator((self.seed, self.epoch, self.t), model.backend, model.device)
+            idx = rng.permutation(N)[:num_samples]
+            X, y, N = xp.take(X, idx, axis=0), xp.take(y, idx, axis=0), num_samples
+        correct = xp.zeros((), dtype=xp.int64, device=model.device)
+        for start in range(0, N, batch_size):
+            stop = min(start + batch_size, N)
+            pred = model.predict(X[start:stop, ...])
+            correct = correct + xp.sum(xp.astype(pred == y[start:stop], xp.int64))
+        return int(correct) / N
+
+    def _record_accuracy(self):
+        """Measure train and validation accuracy, keeping the best parameters."""
+        train_acc = self.check_accuracy(self.X_train, self.y_train, self.num_train_samples)
+        val_acc = self.check_accuracy(self.X_val, self.y_val, self.num_val_samples)
+        self.train_acc_history.append(train_acc)
+        self.val_acc_history.append(val_acc)
+        if self.verbose:
+            print(f"(Epoch {self.epoch} / {self.num_epochs_total}) train acc: {train_acc:f}; val_acc: {val_acc:f}")
+        if val_acc > self.best_val_acc or not self.best_params:
+            xp = self.model.xp
+            self.best_val_acc = val_acc
+            self.best_params = {k: xp.asarray(v, copy=True) for k, v in self.model.params.items()}
+            self.best_bn_stats = [
+                {k: v for k, v in bn.items() if k.startswith("running_")}
+                for bn in getattr(self.model, "bn_params", [])
+            ]
+
+    @property
+    def num_epochs_total(self):
+        """Number of epochs this run spans (the last may be partial)."""
+        return math.ceil(self.num_iterations / self.iterations_per_epoch)
+
+    def train(self):
+        """Run the optimization; at the end the model holds the best parameters."""
+        try:
+            while self.t < self.num_iterations:
+                if self.t % self.iterations_per_epoch == 0:
+                    self._start_epoch(self.epoch)
+                first = self.t == 0
+                self._step()
+                self.t += 1
+                if self.verbose and (self.t - 1) % self.print_every == 0:
+                    self._flush_losses()
+                    print(f"(Iteration {self.t} / {self.num_iterations}) loss: {self.loss_history[-1]:f}")
+                epoch_end = self.t % self.iterations_per_epoch == 0
+                if epoch_end:
+                    self.epoch += 1
+                    for config in self.optim_configs.values():
+                        if "learning_rate" in config:
+                            config["learning_rate"] *= self.lr_decay
+                if first or epoch_end or self.t == self.num_iterations:
+                    self._flush_losses()
+                    self._record_accuracy()
+                if epoch_end and self.checkpoint_name is not None:
+                    self.save_checkpoint(f"{self.checkpoint_name}.npz")
+                if self.callback is not None:
+                    self.callback(self, "iteration")
+                    if epoch_end:
+                        self.callback(self, "epoch")
+        finally:
+            self._flush_pending_quietly()
+            self.model.rng = None
+        self._restore_best()
+
+    def _flush_pending_quietly(self):
+        """Keep finite losses of an interrupted run without raising a second error."""
+        try:
+            self._flush_losses()
+        except FloatingPointError:
+            pass
+
+    def _restore_best(self):
+        """Put the best parameters (and their running statistics) into the model."""
+        if self.best_params:
+            self.model.params = dict(self.best_params)
+            for bn, stats in zip(getattr(self.model, "bn_params", []), self.best_bn_stats):
+                bn.update(stats)
+
+    def save_checkpoint(self, path):
+        """Write the whole training state to ``path`` (.npz, atomically)."""
+        from .checkpoint import save_solver
+
+        save_solver(self, path)
+
+    def load_checkpoint(self, path):
+        """Restore the training state saved by ``save_checkpoint``; ``train`` then continues."""
+        from .checkpoint import restore_solver
+
+        restore_solver(self, path)

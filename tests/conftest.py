@@ -1,0 +1,50 @@
+"""Shared fixtures: every test that takes ``xp`` runs once per backend that can run here."""
+
+import os
+
+import pytest
+
+from anynet import backend
+
+# Only the named backends run when ANYNET_TEST_BACKENDS is set (the nox sessions
+# and the GPU check use it); otherwise every backend that can run here does.
+_WANTED = [b for b in os.environ.get("ANYNET_TEST_BACKENDS", "").split(",") if b]
+_PARAMS = _WANTED or list(backend.BACKENDS)
+
+
+def _skip_reason(name):
+    """Why backend ``name`` cannot be tested here, or None."""
+    try:
+        backend.namespace(name)
+    except backend.BackendUnavailableError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.fixture(params=_PARAMS)
+def backend_name(request):
+    """Name of a backend that can run here; skipped (with the reason) otherwise."""
+    name = request.param
+    why = _skip_reason(name)
+    if why is not None:
+        if name in _WANTED and name != "cupy":
+            pytest.fail(f"backend {name} was asked for but cannot run: {why}")
+        pytest.skip(why)
+    return name
+
+
+@pytest.fixture
+def xp(backend_name):
+    """The Array API namespace of ``backend_name``."""
+    return backend.namespace(backend_name)
+
+
+@pytest.fixture
+def device(backend_name):
+    """The default device of ``backend_name``."""
+    return backend.resolve_device(backend_name)
+
+
+def tolerance(dtype_name):
+    """Relative tolerance for comparisons between backends in ``dtype_name``."""
+    return {"float64": 1e-10, "float32": 1e-5}[dtype_name]
