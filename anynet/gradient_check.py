@@ -9,6 +9,7 @@ small sizes, never for training.
 from __future__ import annotations
 
 import itertools
+import math
 
 from array_api_compat import array_namespace
 
@@ -78,7 +79,7 @@ def grad_check_sparse(f, x, analytic_grad, num_checks=10, h=1e-5, seed=None):
     Prints one line per element and returns the list of relative errors.
     """
     rng = _backend.Generator(seed, like=x)
-    flat = _backend.to_numpy(rng.integers(x.size, (num_checks,))).tolist()
+    flat = _backend.to_numpy(rng.integers(math.prod(x.shape), (num_checks,))).tolist()
     errors = []
     for k in flat:
         ix = tuple(int(i) for i in _unravel(k, x.shape))

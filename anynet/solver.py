@@ -325,7 +325,7 @@ class Solver:
         """Put the best parameters (and their running statistics) into the model."""
         if self.best_params:
             self.model.params = dict(self.best_params)
-            for bn, stats in zip(getattr(self.model, "bn_params", []), self.best_bn_stats):
+            for bn, stats in zip(getattr(self.model, "bn_params", []), self.best_bn_stats, strict=False):
                 bn.update(stats)
 
     def save_checkpoint(self, path):

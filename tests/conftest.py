@@ -48,3 +48,11 @@ def device(backend_name):
 def tolerance(dtype_name):
     """Relative tolerance for comparisons between backends in ``dtype_name``."""
     return {"float64": 1e-10, "float32": 1e-5}[dtype_name]
+
+
+def pytest_collection_modifyitems(config, items):
+    """In a session for backends other than numpy, run only the tests parametrized by backend."""
+    if _WANTED and "numpy" not in _WANTED:
+        keep = [item for item in items if "backend_name" in getattr(item, "fixturenames", ())]
+        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        items[:] = keep

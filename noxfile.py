@@ -1,0 +1,27 @@
+"""nox sessions: the test suite once per backend, lint, and benchmarks."""
+
+import shutil
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.reuse_existing_virtualenvs = True
+
+BACKENDS = ["numpy", "array_api_strict", "torch", "cupy"]
+
+
+@nox.session
+@nox.parametrize("backend", BACKENDS)
+def tests(session, backend):
+    """Run the tests on one backend (numpy also runs the backend-independent tests)."""
+    if backend == "cupy" and shutil.which("nvidia-smi") is None:
+        session.skip("cupy needs an NVIDIA GPU and driver; none is visible here")
+    session.install("-e", ".[test]", "-r", f"backends/{backend}.txt")
+    session.run("pytest", *session.posargs, env={"ANYNET_TEST_BACKENDS": backend})
+
+
+@nox.session
+def lint(session):
+    """ruff over the package, tests and benchmarks."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "anynet", "tests", "benchmarks", "noxfile.py")

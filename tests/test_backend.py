@@ -1,0 +1,91 @@
+"""Backend selection, transfers and random generators."""
+
+import numpy as np
+import pytest
+
+import anynet
+from anynet import backend
+
+
+def test_numpy_and_strict_always_available():
+    names = anynet.available_backends()
+    assert "numpy" in names and "array_api_strict" in names
+    assert set(names) <= set(anynet.BACKENDS)
+
+
+def test_unknown_backend_lists_valid_names():
+    with pytest.raises(ValueError, match="numpy, cupy, torch, array_api_strict"):
+        anynet.set_backend("jax")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        anynet.TwoLayerNet(backend="tensorflow")
+
+
+def test_set_backend_changes_default(monkeypatch):
+    monkeypatch.setattr(backend, "_default", None)
+    assert anynet.get_backend() == "numpy"
+    anynet.set_backend("array_api_strict")
+    assert anynet.get_backend() == "array_api_strict"
+    assert anynet.TwoLayerNet(hidden_dims=4, input_dim=3).backend == "array_api_strict"
+
+
+def test_environment_variable_chooses_default(monkeypatch):
+    monkeypatch.setattr(backend, "_default", None)
+    monkeypatch.setenv("ANYNET_BACKEND", "array_api_strict")
+    assert anynet.get_backend() == "array_api_strict"
+    monkeypatch.setenv("ANYNET_BACKEND", "nope")
+    with pytest.raises(ValueError, match="ANYNET_BACKEND"):
+        anynet.get_backend()
+
+
+def test_unavailable_backend_names_install_command(monkeypatch):
+    monkeypatch.setattr(backend, "_why_unavailable", lambda name: f"needs {backend._INSTALL[name]}")
+    with pytest.raises(anynet.BackendUnavailableError, match=r'pip install "anynet\[cuda12\]"'):
+        anynet.set_backend("cupy")
+
+
+def test_cupy_without_gpu_is_refused_clearly():
+    if "cupy" in anynet.available_backends():
+        pytest.skip("a GPU is visible here")
+    with pytest.raises(anynet.BackendUnavailableError, match="cupy"):
+        backend.namespace("cupy")
+
+
+def test_round_trip_to_device(xp, device):
+    host = np.arange(12, dtype=np.float32).reshape(3, 4)
+    x = backend.to_device(host, xp, device)
+    assert backend.name_of(x) == backend.name_of(xp.asarray(0, device=device))
+    assert backend.to_device(x, xp, device) is x
+    np.testing.assert_array_equal(backend.to_numpy(x), host)
+    y = backend.to_device(x, xp, device, xp.float64)
+    assert y.dtype == xp.float64
+
+
+def test_bad_device_is_value_error(backend_name):
+    with pytest.raises(ValueError, match="device"):
+        backend.resolve_device(backend_name, "no-such-device")
+
+
+def test_generator_is_reproducible(backend_name):
+    a = backend.Generator(7, backend_name)
+    b = backend.Generator(7, backend_name)
+    for draw in (lambda g: g.normal((3, 4), 0.5), lambda g: g.uniform((5,)), lambda g: g.permutation(10),
+                 lambda g: g.integers(4, (6,))):
+        np.testing.assert_array_equal(backend.to_numpy(draw(a)), backend.to_numpy(draw(b)))
+    c = backend.Generator(8, backend_name)
+    assert not np.array_equal(backend.to_numpy(a.normal((20,))), backend.to_numpy(c.normal((20,))))
+
+
+def test_generator_arrays_live_on_backend(xp, backend_name, device):
+    g = backend.Generator(0, backend_name)
+    u = g.uniform((1000,), dtype="float64")
+    assert u.dtype == xp.float64
+    host = backend.to_numpy(u)
+    assert host.min() >= 0 and host.max() < 1 and 0.4 < host.mean() < 0.6
+    perm = backend.to_numpy(g.permutation(50))
+    np.testing.assert_array_equal(np.sort(perm), np.arange(50))
+
+
+def test_host_draws_agree_across_backends(backend_name):
+    ref = backend.Generator(3, "numpy").normal((4, 5), 0.1)
+    other = backend.Generator(3, backend_name).normal((4, 5), 0.1)
+    np.testing.assert_array_equal(backend.to_numpy(other), ref)

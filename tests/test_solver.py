@@ -1,0 +1,166 @@
+"""The Solver: overfitting, bookkeeping, determinism, resume and validation, on every backend."""
+
+import numpy as np
+import pytest
+
+import anynet
+from anynet import backend
+
+
+def _images(N, seed=0, C=10):
+    """CIFAR-shaped, mean-subtracted random images with integer labels."""
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(0, 255, (N, 3, 32, 32)).astype(np.float32)
+    return X - X.mean(axis=0), rng.integers(0, C, N)
+
+
+def _small_data(N=50, N_val=20):
+    X, y = _images(N)
+    X_val, y_val = _images(N_val, seed=1)
+    return {"X_train": X, "y_train": y, "X_val": X_val, "y_val": y_val}
+
+
+def _small_problem(backend_name, **solver_kwargs):
+    """A small net and Solver on 8-feature data, cheap enough for many runs."""
+    rng = np.random.default_rng(0)
+    data = {"X_train": rng.standard_normal((60, 8)), "y_train": rng.integers(0, 3, 60),
+            "X_val": rng.standard_normal((20, 8)), "y_val": rng.integers(0, 3, 20)}
+    model = anynet.FullyConnectedNet([16], input_dim=8, num_classes=3, weight_scale=0.3, seed=0,
+                                     backend=backend_name)
+    kwargs = dict(optim_config={"learning_rate": 0.1}, batch_size=10, num_epochs=4, verbose=False, seed=0)
+    return model, anynet.Solver(model, data, **{**kwargs, **solver_kwargs})
+
+
+def test_three_layer_net_overfits_fifty_images(backend_name):
+    model = anynet.FullyConnectedNet([100, 100], weight_scale=1e-2, seed=0, backend=backend_name)
+    solver = anynet.Solver(model, _small_data(), update_rule="sgd", optim_config={"learning_rate": 1e-2},
+                           num_epochs=20, batch_size=25, verbose=False, seed=0)
+    solver.train()
+    assert solver.train_acc_history[-1] == 1.0
+    assert solver.loss_history[-1] < 0.1 * solver.loss_history[0]
+
+
+def test_histories_and_learning_rate_decay(backend_name):
+    model, solver = _small_problem(backend_name, lr_decay=0.5, num_train_samples=None)
+    solver.train()
+    assert solver.iterations_per_epoch == 6 and solver.num_iterations == 24
+    assert len(solver.loss_history) == 24 and all(isinstance(v, float) for v in solver.loss_history)
+    assert len(solver.train_acc_history) == len(solver.val_acc_history) == 5  # first iteration + 4 epoch ends
+    assert all(c["learning_rate"] == 0.1 * 0.5**4 for c in solver.optim_configs.values())
+    assert solver.best_val_acc == max(solver.val_acc_history)
+    for k, v in model.params.items():
+        np.testing.assert_array_equal(backend.to_numpy(v), backend.to_numpy(solver.best_params[k]))
+
+
+def test_num_iterations_overrides_epochs(backend_name):
+    _, solver = _small_problem(backend_name, num_iterations=9)
+    solver.train()
+    assert len(solver.loss_history) == 9
+    assert len(solver.val_acc_history) == 3  # first iteration, one epoch end, last iteration
+
+
+def test_same_seed_same_run(backend_name):
+    runs = []
+    for _ in range(2):
+        model, solver = _small_problem(backend_name)
+        solver.train()
+        runs.append((solver.loss_history, solver.val_acc_history, backend.to_numpy(model.params["W1"])))
+    assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1]
+    np.testing.assert_array_equal(runs[0][2], runs[1][2])
+
+
+def test_data_moves_to_the_device_once(xp, backend_name):
+    _, solver = _small_problem(backend_name)
+    assert backend.name_of(solver.X_train) == backend_name
+    assert solver.X_train.dtype == xp.float32 and xp.isdtype(solver.y_train.dtype, "integral")
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("update_rule", ["sgd", "adam"])
+def test_resume_equals_uninterrupted_run(tmp_path, backend_name, update_rule):
+    model, solver = _small_problem(backend_name, update_rule=update_rule)
+    solver.train()
+
+    def stop_after_two_epochs(s, event):
+        if event == "epoch" and s.epoch == 2:
+            raise _Stop
+
+    ckpt = tmp_path / "run"
+    _, first = _small_problem(backend_name, update_rule=update_rule, checkpoint_name=ckpt,
+                              callback=stop_after_two_epochs)
+    with pytest.raises(_Stop):
+        first.train()
+    resumed_model, resumed = _small_problem(backend_name, update_rule=update_rule, seed=123)
+    resumed.load_checkpoint(tmp_path / "run.npz")
+    assert resumed.t == 12 and resumed.epoch == 2 and resumed.seed == solver.seed
+    resumed.train()
+    assert resumed.loss_history == solver.loss_history
+    assert resumed.val_acc_history == solver.val_acc_history
+    for k in model.params:
+        np.testing.assert_array_equal(backend.to_numpy(resumed_model.params[k]), backend.to_numpy(model.params[k]))
+
+
+def test_load_model_gives_best_parameters(tmp_path, backend_name):
+    model, solver = _small_problem(backend_name, checkpoint_name=tmp_path / "ckpt")
+    solver.train()
+    loaded = anynet.load_model(tmp_path / "ckpt.npz", backend=backend_name)
+    X = np.random.default_rng(5).standard_normal((7, 8))
+    np.testing.assert_array_equal(backend.to_numpy(loaded.predict(X)), backend.to_numpy(model.predict(X)))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_non_finite_loss_stops_with_iteration(tmp_path, backend_name):
+    model, solver = _small_problem(backend_name, optim_config={"learning_rate": 1e30},
+                                   checkpoint_name=tmp_path / "c")
+    with pytest.raises(FloatingPointError, match=r"iteration \d+; last finite loss"):
+        solver.train()
+    assert all(np.isfinite(backend.to_numpy(v)).all() for v in solver.best_params.values())
+
+
+def test_custom_update_rule_callable(backend_name):
+    calls = []
+
+    def halve(w, dw, config):
+        calls.append(1)
+        return w * 0.5, config
+
+    model, solver = _small_problem(backend_name, update_rule=halve, num_iterations=2)
+    solver.train()
+    assert len(calls) == 2 * len(model.params)
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"learning_rat": 1}, ValueError, "unknown Solver argument"),
+        ({"update_rule": "sgdd"}, ValueError, "update_rule"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"batch_size": 1000}, ValueError, "larger than the training set"),
+        ({"num_epochs": 2.5}, TypeError, "num_epochs"),
+        ({"lr_decay": 0}, ValueError, "lr_decay"),
+    ],
+)
+def test_solver_validates_arguments(change, error, match):
+    with pytest.raises(error, match=match):
+        _small_problem("numpy", **change)
+
+
+def test_solver_validates_data():
+    model = anynet.FullyConnectedNet([4], input_dim=8, num_classes=3)
+    rng = np.random.default_rng(0)
+    good = {"X_train": rng.standard_normal((10, 8)), "y_train": rng.integers(0, 3, 10),
+            "X_val": rng.standard_normal((4, 8)), "y_val": rng.integers(0, 3, 4)}
+    cases = [
+        ({"y_train": np.full(10, 3)}, ValueError, r"outside \[0, 3\)"),
+        ({"y_val": np.zeros(5, dtype=np.int64)}, ValueError, "y_val must have shape"),
+        ({"X_train": np.full((10, 8), np.nan)}, ValueError, "NaN"),
+        ({"y_train": np.zeros(10)}, TypeError, "integer"),
+    ]
+    for change, error, match in cases:
+        with pytest.raises(error, match=match):
+            anynet.Solver(model, {**good, **change}, verbose=False)
+    with pytest.raises(ValueError, match="missing X_val"):
+        anynet.Solver(model, {k: v for k, v in good.items() if k != "X_val"})
