@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# GPU check: on a machine with an NVIDIA GPU where CuPy and PyTorch (CUDA) are already installed, run the
+# test suite on the cupy and torch (CUDA) backends and the GPU benchmark, then print a one-screen summary.
+# Installs nothing. Results go to $OUT (default: a new temporary folder).
+#   usage: bash backends/gpu-check.sh [quick]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$(mktemp -d)}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
+status=0
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1 || true
+$py - > "$OUT/versions.txt" 2>&1 <<'PY'
+import platform, numpy, array_api_compat, anynet
+print("python", platform.python_version(), "numpy", numpy.__version__, "array-api-compat", array_api_compat.__version__)
+for name in ("cupy", "torch"):
+    try:
+        m = __import__(name); print(name, m.__version__)
+    except Exception as e:
+        print(name, "unavailable:", e)
+print("available backends:", anynet.available_backends())
+PY
+
+for b in cupy torch; do
+  # torch's default device is "cuda" whenever a GPU is visible, so this run is torch on CUDA.
+  ANYNET_TEST_BACKENDS=$b timeout 240 $py -m pytest -q -p no:cacheprovider tests -x \
+    > "$OUT/tests-$b.log" 2>&1 || status=1
+done
+
+# Throughput: anynet (cupy, torch-cuda) against PyTorch CUDA eager, batch 200 and 4096, synchronised timings.
+: > "$OUT/bench.txt"
+for args in "--backend cupy --batch-size 200" "--backend cupy --batch-size 4096" \
+            "--backend torch --device cuda --batch-size 200" "--backend torch --device cuda --batch-size 4096" \
+            "--backend cupy --model fc --batch-size 200"; do
+  echo "## compare.py $args" >> "$OUT/bench.txt"
+  timeout 150 $py benchmarks/compare.py $args ${QUICK:+--repeats 3} >> "$OUT/bench.txt" 2>&1 || status=1
+done
+nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv > "$OUT/nvidia-smi-after.txt" 2>&1 || true
+
+echo "== GPU:  $(cat "$OUT/gpu.txt")"
+cat "$OUT/versions.txt"
+for b in cupy torch; do echo "== tests on $b: $(tail -n 1 "$OUT/tests-$b.log")"; done
+echo "== benchmarks"; grep -vE '^\s*$' "$OUT/bench.txt" | tail -n 40
+exit $status
