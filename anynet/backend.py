@@ -133,7 +133,13 @@ def resolve_device(name: str, device=None):
 
             if device is None:
                 device = "cuda" if torch.cuda.is_available() else "cpu"
-            return torch.device(device)
+            device = torch.device(device)
+            if device.type == "cuda" and not torch.cuda.is_available():
+                raise BackendUnavailableError(f"torch device {str(device)!r} needs a CUDA GPU; none is visible")
+            if device.type == "cuda" and device.index is None:
+                # Tensors report "cuda:0", never "cuda": name the index so device checks compare equal.
+                device = torch.device("cuda", torch.cuda.current_device())
+            return device
         if name == "cupy":
             import cupy
 
@@ -183,7 +189,9 @@ def to_device(x, xp, device, dtype=None):
         same = array_api_compat.array_namespace(x) is xp
     except TypeError:
         same = False
-    if same and array_api_compat.device(x) == device:
+    if same:
+        if array_api_compat.device(x) != device:
+            x = array_api_compat.to_device(x, device)
         return x if dtype is None or x.dtype == dtype else xp.astype(x, dtype)
     host = to_numpy(x)
     if host.dtype == object:
