@@ -155,6 +155,8 @@ def resolve_device(name: str, device=None):
         if device is None or device == "cpu":
             return xp.asarray(0).device
         return device if isinstance(device, xp.Device) else xp.Device(device)
+    except BackendUnavailableError:
+        raise
     except (ValueError, TypeError, RuntimeError) as exc:
         raise ValueError(f"device {device!r} is not a device of the {name} backend") from exc
 
