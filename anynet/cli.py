@@ -1,0 +1,232 @@
+"""The ``anynet`` command: ``anynet train``, ``anynet evaluate`` and the subcommands registered in ``COMMANDS``.
+
+Each entry of ``COMMANDS`` names a function ``add_parser(subparsers)`` that
+adds one subcommand and sets ``run=callable(args) -> exit code`` as its
+default; it is imported only when the command line is parsed. Errors the
+user can fix (bad flags or values, missing files) print one line on stderr
+and exit with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from .backend import BACKENDS, DTYPES, BackendUnavailableError
+from .checkpoint import CheckpointError
+
+# name -> "module:function"; a new subcommand is one line here.
+COMMANDS = {
+    "train": "anynet.cli:add_train_parser",
+    "evaluate": "anynet.cli:add_evaluate_parser",
+    "sweep": "anynet.sweep:add_parser",
+}
+# Errors caused by what the user typed or pointed at: one line, exit code 2.
+USER_ERRORS = (ValueError, TypeError, BackendUnavailableError, CheckpointError, FileNotFoundError,
+               NotADirectoryError, PermissionError)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An ``argparse.ArgumentParser`` whose errors are one line on stderr and exit code 2."""
+
+    def error(self, message):
+        """Print ``prog: error: message`` and exit with code 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text):
+    """argparse type: an integer > 0."""
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text}")
+    return value
+
+
+def non_negative_int(text):
+    """argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer; got {text}")
+    return value
+
+
+def positive_float(text):
+    """argparse type: a finite number > 0."""
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number; got {text}")
+    return value
+
+
+def non_negative_float(text):
+    """argparse type: a finite number >= 0."""
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number; got {text}")
+    return value
+
+
+for _fn, _name in ((positive_int, "positive integer"), (non_negative_int, "non-negative integer"),
+                   (positive_float, "positive number"), (non_negative_float, "non-negative number")):
+    _fn.__name__ = _name  # argparse names the type in "invalid <type> value" messages
+
+
+def add_train_flags(parser):
+    """Add the training flags of ``anynet train`` to ``parser`` (the sweep reuses them).
+
+    Flags the user does not give stay out of the parsed namespace, so
+    ``config_from_args`` returns only what was typed and ``anynet.train``
+    fills in its ``DEFAULTS`` (or, with ``--resume``, the checkpoint's config).
+    """
+    from .optim import UPDATE_RULES
+    from .train import DEFAULTS
+
+    def add(*names, key, help, **kwargs):
+        """One flag, shown with its default, absent from the namespace unless given."""
+        default = DEFAULTS[key]
+        shown = " ".join(map(str, default)) if isinstance(default, list) else default
+        suffix = "" if default is None or default is False else f" (default: {shown})"
+        parser.add_argument(*names, dest=key, default=argparse.SUPPRESS, help=help + suffix, **kwargs)
+
+    add("--backend", key="backend", choices=BACKENDS, help="array library to compute with; cupy needs an NVIDIA GPU")
+    add("--device", key="device", help="device of the backend, e.g. cuda:1 for torch or 1 for cupy")
+    add("--model", key="model", choices=("two-layer", "fc"), help="TwoLayerNet or FullyConnectedNet")
+    add("--hidden-dims", key="hidden_dims", type=positive_int, nargs="+", metavar="N",
+        help="hidden layer widths (one for two-layer)")
+    add("--update-rule", key="update_rule", choices=tuple(UPDATE_RULES), help="optimizer")
+    add("--learning-rate", key="learning_rate", type=positive_float, metavar="LR", help="initial learning rate")
+    add("--lr-decay", key="lr_decay", type=positive_float, metavar="F",
+        help="learning rate multiplier at each epoch end, in (0, 1]")
+    add("--reg", key="reg", type=non_negative_float, help="L2 regularization strength")
+    add("--weight-scale", key="weight_scale", type=positive_float, metavar="S",
+        help="standard deviation of the initial weights")
+    add("--dtype", key="dtype", choices=DTYPES, help="floating point type of parameters and images")
+    add("--batch-size", key="batch_size", type=positive_int, metavar="N", help="images per minibatch")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--epochs", dest="epochs", type=positive_int, metavar="N", default=argparse.SUPPRESS,
+                        help=f"passes over the training images (default: {DEFAULTS['epochs']})")
+    length.add_argument("--iterations", dest="iterations", type=positive_int, metavar="N",
+                        default=argparse.SUPPRESS, help="minibatch steps, instead of --epochs")
+    add("--seed", key="seed", type=non_negative_int, help="seeds weights, minibatch order and dropout")
+    add("--data-dir", key="data_dir", metavar="DIR",
+        help="folder holding cifar-10-batches-py, or that folder itself (default: $ANYNET_DATA, "
+             "else ~/.cache/anynet; downloaded there on first use)")
+    add("--num-training", key="num_training", type=positive_int, metavar="N", help="training images")
+    add("--num-validation", key="num_validation", type=positive_int, metavar="N",
+        help="validation images, taken right after the training images")
+    add("--num-test", key="num_test", type=non_negative_int, metavar="N", help="test images (at most 10000)")
+    add("--batchnorm", key="batchnorm", action="store_true", help="batch normalization after hidden layers (fc)")
+    add("--dropout", key="dropout", type=non_negative_float, metavar="P", help="probability of dropping a hidden unit")
+
+
+def config_from_args(args):
+    """The config keys given on the command line, as a dict for ``anynet.train.train``."""
+    from .train import DEFAULTS
+
+    return {key: value for key, value in vars(args).items() if key in DEFAULTS}
+
+
+def add_train_parser(subparsers):
+    """Add ``anynet train``."""
+    parser = subparsers.add_parser(
+        "train", help="train a network on CIFAR-10",
+        description="Train a network on CIFAR-10 and write metrics, history, plots and a checkpoint.",
+    )
+    add_train_flags(parser)
+    parser.add_argument("--out", metavar="DIR", help="folder for the results (default: a new folder under runs/; "
+                        "with --resume, the checkpoint's folder)")
+    parser.add_argument("--resume", metavar="CHECKPOINT",
+                        help="continue the run saved in CHECKPOINT (flags you give may only change its length, "
+                             "backend, device, data folder and test images)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
+    parser.set_defaults(run=run_train)
+    return parser
+
+
+def run_train(args):
+    """Run ``anynet train``; return the exit code."""
+    from .train import new_run_dir, train
+
+    if args.out is not None:
+        out = Path(args.out)
+    elif args.resume is not None:
+        out = Path(args.resume).parent
+    else:
+        out = new_run_dir("runs")
+    try:
+        metrics = train(config_from_args(args), out_dir=out, quiet=args.quiet, resume=args.resume)
+    except KeyboardInterrupt:
+        ckpt = out / "checkpoint.npz"
+        hint = f"; continue with: anynet train --resume {ckpt}" if ckpt.exists() else ""
+        print(f"anynet train: interrupted{hint}", file=sys.stderr)
+        return 130
+    test = "n/a" if metrics["test_acc"] is None else f"{metrics['test_acc']:.4f}"
+    print(f"val acc {metrics['val_acc']:.4f}, test acc {test} "
+          f"(best val acc during training {metrics['best_val_acc']:.4f})")
+    rate = metrics["images_per_second"]
+    print(f"trained {metrics['epochs']:.2f} epochs ({metrics['iterations']} iterations) in "
+          f"{metrics['train_seconds']:.1f} s, {rate or 0:,.0f} images/s on {metrics['backend']} {metrics['device']}")
+    print(f"results in {out}")
+    return 0
+
+
+def add_evaluate_parser(subparsers):
+    """Add ``anynet evaluate``."""
+    parser = subparsers.add_parser(
+        "evaluate", help="validation and test accuracy of a saved model",
+        description="Print the validation and test accuracy of the model in a checkpoint.",
+    )
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint.npz written by anynet train")
+    parser.add_argument("--data-dir", metavar="DIR", help="folder holding cifar-10-batches-py "
+                        "(default: the training run's, else $ANYNET_DATA, else ~/.cache/anynet)")
+    parser.add_argument("--num-test", type=non_negative_int, metavar="N",
+                        help="test images (default: as in training)")
+    parser.add_argument("--backend", choices=BACKENDS, help="array library (default: as in training)")
+    parser.add_argument("--device", help="device of the backend")
+    parser.set_defaults(run=run_evaluate)
+    return parser
+
+
+def run_evaluate(args):
+    """Run ``anynet evaluate``; return the exit code."""
+    from .train import evaluate
+
+    result = evaluate(args.checkpoint, data_dir=args.data_dir, num_test=args.num_test, backend=args.backend,
+                      device=args.device)
+    print(f"val acc {result['val_acc']:.4f} ({result['num_val']} images)")
+    test = "n/a" if result["test_acc"] is None else f"{result['test_acc']:.4f}"
+    print(f"test acc {test} ({result['num_test']} images)")
+    return 0
+
+
+def build_parser():
+    """The ``anynet`` parser with every subcommand in ``COMMANDS``."""
+    parser = ArgumentParser(prog="anynet", description="CS231n-style neural networks on any Array API backend.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for target in COMMANDS.values():
+        module, _, function = target.partition(":")
+        getattr(importlib.import_module(module), function)(subparsers)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the ``anynet`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    prog = f"anynet {args.command}"
+    try:
+        return args.run(args)
+    except USER_ERRORS as exc:
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except (FloatingPointError, OSError) as exc:
+        print(f"{prog}: failed: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc):
+    """The message of ``exc`` on one line."""
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
