@@ -1,0 +1,503 @@
+"""Side by side: anynet's Solver, PyTorch eager and the GEMM floor, in one process.
+
+The three train the same model (same widths, batch size, dtype float32 and
+thread count) on the same data, taking turns, and the medians of their
+images-per-second figures are compared. The GEMM floor times only the matrix
+products one training step needs (for L affine layers: L forward, L weight
+gradients and L - 1 input gradients, since nobody needs the gradient with
+respect to the images), through the BLAS of the backend's own library; no
+training loop can beat it.
+
+``python benchmarks/compare.py --help`` (or ``main(argv)``) runs it from the
+command line; ``compare(...)`` returns the figures as a dict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+MODELS = ("two-layer", "fc")
+FC_HIDDEN = (512, 256)
+FC_DROPOUT = 0.25
+IMAGE_SHAPE = (3, 32, 32)
+NUM_CLASSES = 10
+
+
+def set_threads(n):
+    """Limit NumPy's BLAS and PyTorch to ``n`` threads; return how BLAS was limited."""
+    how = "environment (set before NumPy was imported)"
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n)
+        how = "threadpoolctl"
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
+    return how
+
+
+def blas_info():
+    """One line per BLAS NumPy loaded (library, version, kernel, threads), when threadpoolctl can tell."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return ["threadpoolctl not installed: BLAS kernel unknown"]
+    return [
+        f"{i.get('internal_api')} {i.get('version')} kernel={i.get('architecture')} threads={i.get('num_threads')}"
+        for i in threadpool_info() if i.get("user_api") == "blas"
+    ]
+
+
+def cpu_model():
+    """The CPU model name from /proc/cpuinfo (or the platform's guess)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+class _NoObjects(pickle.Unpickler):
+    """Unpickler for CIFAR-10 batches: NumPy arrays and plain containers only."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+    }
+
+    def find_class(self, module, name):
+        """Refuse every class but the few a NumPy array needs."""
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR-10 batch")
+
+
+def _cifar_batch(path):
+    """Images (N, 3, 32, 32) uint8 and labels (N,) of one CIFAR-10 batch file."""
+    with open(path, "rb") as f:
+        d = _NoObjects(f, encoding="bytes").load()
+    X = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, *IMAGE_SHAPE)
+    return X, np.asarray(d[b"labels"], dtype=np.int64)
+
+
+def find_cifar10(data_dir=None):
+    """The cifar-10-batches-py folder under ``data_dir`` (default ``$ANYNET_DATA``), or None."""
+    data_dir = data_dir or os.environ.get("ANYNET_DATA")
+    if not data_dir:
+        return None
+    for folder in (Path(data_dir), Path(data_dir) / "cifar-10-batches-py"):
+        if (folder / "data_batch_1").is_file():
+            return folder
+    return None
+
+
+def load_data(num_train, num_val, data_dir=None, seed=0):
+    """Training and validation data of CIFAR-10's shape, float32 on the host.
+
+    The real CIFAR-10 (mean-subtracted, scaled) when ``data_dir`` or
+    ``$ANYNET_DATA`` holds it, else standard-normal images with random labels.
+
+    Returns
+    -------
+    data : dict
+        ``X_train, y_train, X_val, y_val`` as NumPy arrays.
+    source : str
+        "cifar10" or "random".
+    """
+    folder = find_cifar10(data_dir)
+    if folder is None:
+        rng = np.random.default_rng(seed)
+        X = rng.standard_normal((num_train + num_val, *IMAGE_SHAPE), dtype=np.float32)
+        y = rng.integers(0, NUM_CLASSES, num_train + num_val)
+        source = "random"
+    else:
+        parts, have = [], 0
+        for k in range(1, 6):
+            if have >= num_train + num_val:
+                break
+            parts.append(_cifar_batch(folder / f"data_batch_{k}"))
+            have += parts[-1][0].shape[0]
+        X = np.concatenate([p[0] for p in parts])[: num_train + num_val].astype(np.float32)
+        y = np.concatenate([p[1] for p in parts])[: num_train + num_val]
+        X -= X[:num_train].mean(axis=0)
+        X /= 64.0
+        source = "cifar10"
+    if X.shape[0] < num_train + num_val:
+        raise ValueError(f"the data holds {X.shape[0]} images; {num_train + num_val} were asked for")
+    data = {
+        "X_train": X[:num_train], "y_train": y[:num_train],
+        "X_val": X[num_train:], "y_val": y[num_train:],
+    }
+    return data, source
+
+
+def _layer_dims(model, hidden):
+    """[D, hidden..., C] for ``model``."""
+    widths = list(FC_HIDDEN) if model == "fc" else [hidden]
+    return [int(np.prod(IMAGE_SHAPE)), *widths, NUM_CLASSES]
+
+
+def _synchronizer(backend, device):
+    """A function that waits for the device of ``backend`` (a no-op on the CPU)."""
+    if backend == "cupy":
+        import cupy
+
+        return lambda: cupy.cuda.get_current_stream().synchronize()
+    if backend == "torch" and str(device).startswith("cuda"):
+        import torch
+
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+class AnynetRun:
+    """Trains with ``anynet.Solver``; ``__call__`` times one run of ``iterations`` steps."""
+
+    def __init__(self, data, backend, device, model, hidden, batch_size, iterations, seed=0):
+        from .models import FullyConnectedNet, TwoLayerNet
+
+        if model == "fc":
+            net = FullyConnectedNet(
+                list(FC_HIDDEN), dropout=FC_DROPOUT, use_batchnorm=True, weight_scale=5e-2,
+                dtype="float32", seed=seed, backend=backend, device=device,
+            )
+            self.rule, self.optim_config = "adam", {"learning_rate": 1e-3}
+        else:
+            net = TwoLayerNet(
+                hidden_dims=hidden, weight_scale=1e-3, dtype="float32", seed=seed,
+                backend=backend, device=device,
+            )
+            self.rule, self.optim_config = "sgd", {"learning_rate": 1e-3}
+        self.model = net
+        self.initial = dict(net.params)
+        self.data = data
+        self.batch_size, self.iterations, self.seed = batch_size, iterations, seed
+        self.sync = _synchronizer(backend, net.device)
+        self.solver = None
+        self._prepare()
+
+    def _prepare(self):
+        """Build the next run's Solver outside the timed region (it moves and checks the data once)."""
+        from .solver import Solver
+
+        self.model.params = dict(self.initial)
+        for bn in self.model.bn_params:
+            bn.clear()
+            bn["mode"] = "train"
+        self.solver = Solver(
+            self.model, self.data, update_rule=self.rule, optim_config=dict(self.optim_config),
+            batch_size=self.batch_size, num_iterations=self.iterations, num_train_samples=self.batch_size,
+            num_val_samples=self.batch_size, verbose=False, seed=self.seed,
+        )
+        # Later Solvers reuse the arrays already on the device: no transfer, no copy.
+        self.data = {k: getattr(self.solver, k) for k in ("X_train", "y_train", "X_val", "y_val")}
+        self.sync()
+
+    def __call__(self):
+        """Seconds for one ``Solver.train()`` of ``iterations`` steps."""
+        start = time.perf_counter()
+        self.solver.train()
+        self.sync()
+        seconds = time.perf_counter() - start
+        self._prepare()
+        return seconds
+
+
+class TorchRun:
+    """The same model written the way a PyTorch user writes it: eager, batches by tensor indexing."""
+
+    def __init__(self, data, device, model, hidden, batch_size, iterations, seed=0):
+        import torch
+        from torch import nn
+
+        self.torch = torch
+        self.device = torch.device(device)
+        torch.manual_seed(seed)
+        dims = _layer_dims(model, hidden)
+        layers = []
+        for i in range(len(dims) - 1):
+            layers.append(nn.Linear(dims[i], dims[i + 1]))
+            if i < len(dims) - 2:
+                if model == "fc":
+                    layers.append(nn.BatchNorm1d(dims[i + 1]))
+                layers.append(nn.ReLU())
+                if model == "fc":
+                    layers.append(nn.Dropout(FC_DROPOUT))
+        self.net = nn.Sequential(*layers).to(self.device).train()
+        if model == "fc":
+            self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-3)
+        else:
+            self.opt = torch.optim.SGD(self.net.parameters(), lr=1e-3)
+        self.loss_fn = nn.CrossEntropyLoss()
+        X = torch.from_numpy(np.ascontiguousarray(data["X_train"]))
+        self.X = X.reshape(X.shape[0], -1).to(self.device)
+        self.y = torch.from_numpy(np.asarray(data["y_train"], dtype=np.int64)).to(self.device)
+        self.batch_size, self.iterations = batch_size, iterations
+        self.per_epoch = max(self.X.shape[0] // batch_size, 1)
+        self.sync = _synchronizer("torch", self.device)
+
+    def __call__(self):
+        """Seconds for ``iterations`` training steps, epochs drawn by ``randperm``."""
+        torch, B = self.torch, self.batch_size
+        start = time.perf_counter()
+        for t in range(self.iterations):
+            k = t % self.per_epoch
+            if k == 0:
+                order = torch.randperm(self.X.shape[0], device=self.device)
+            idx = order[k * B:(k + 1) * B]
+            loss = self.loss_fn(self.net(self.X[idx]), self.y[idx])
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+        self.sync()
+        return time.perf_counter() - start
+
+
+class GemmFloor:
+    """Only the matrix products of one training step, into preallocated outputs."""
+
+    def __init__(self, backend, device, model, hidden, batch_size, iterations, seed=0):
+        dims = _layer_dims(model, hidden)
+        if backend == "cupy":
+            import cupy as lib
+
+            self.where = f"cupy (cuBLAS) on GPU {lib.cuda.Device().id}"
+            rng = lib.random.default_rng(seed)
+
+            def normal(shape):
+                return rng.standard_normal(shape, dtype=lib.float32)
+        elif backend == "torch":
+            import torch as lib
+
+            dev = lib.device(device)
+            self.where = f"torch on {dev}"
+            gen = lib.Generator(device=dev)
+            gen.manual_seed(seed)
+
+            def normal(shape):
+                return lib.randn(shape, generator=gen, device=dev, dtype=lib.float32)
+        else:
+            lib = np
+            self.where = "numpy"
+            rng = np.random.default_rng(seed)
+
+            def normal(shape):
+                return rng.standard_normal(shape, dtype=np.float32)
+        self.matmul = lib.matmul
+        B = batch_size
+        self.a = [normal((B, d)) for d in dims]  # a[0] is the batch, a[i] layer i's output
+        self.w = [None] + [normal((dims[i - 1], dims[i])) for i in range(1, len(dims))]
+        self.da = [normal((B, d)) for d in dims]
+        self.dw = [None] + [normal(w.shape) for w in self.w[1:]]
+        self.iterations = iterations
+        self.sync = _synchronizer(backend, device)
+
+    def __call__(self):
+        """Seconds for ``iterations`` steps' worth of products."""
+        mm, a, w, da, dw = self.matmul, self.a, self.w, self.da, self.dw
+        L = len(w) - 1
+        start = time.perf_counter()
+        for _ in range(self.iterations):
+            for i in range(1, L + 1):
+                mm(a[i - 1], w[i], out=a[i])
+            for i in range(L, 0, -1):
+                mm(a[i - 1].T, da[i], out=dw[i])
+                if i > 1:
+                    mm(da[i], w[i].T, out=da[i - 1])
+        self.sync()
+        return time.perf_counter() - start
+
+
+def compare(
+    backend="numpy", device=None, model="two-layer", hidden=100, batch_size=200, threads=None,
+    repeats=5, iterations=100, num_train=None, data_dir=None, seed=0, torch_device=None, log=None,
+):
+    """Train one model three ways, taking turns, and return the figures.
+
+    Parameters
+    ----------
+    backend : str
+        anynet's backend: numpy, torch, cupy or array_api_strict.
+    device : optional
+        anynet's device ("cuda", "cuda:1", 0 ...); default the backend's.
+    model : {"two-layer", "fc"}
+        TwoLayerNet of width ``hidden`` with SGD, or FullyConnectedNet
+        [512, 256] with batch normalization, dropout 0.25 and Adam.
+    hidden : int
+        Hidden width of the two-layer net.
+    batch_size, iterations, repeats : int
+        Each timed run trains ``iterations`` minibatches; ``repeats`` runs each.
+    threads : int, optional
+        CPU threads for NumPy's BLAS and PyTorch (default: all cores).
+    num_train : int, optional
+        Training images (default max(10000, 4 * batch_size)).
+    data_dir : str, optional
+        Folder holding cifar-10-batches-py (default ``$ANYNET_DATA``); random data otherwise.
+    torch_device : str, optional
+        PyTorch's device; default cuda for GPU backends, else cpu.
+    log : callable, optional
+        Receives progress lines.
+
+    Returns
+    -------
+    dict
+        ``images_per_s`` (contestant -> list of runs), ``median``, ``ratios``
+        and a description of the setup.
+    """
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}; got {model!r}")
+    for name, value in (("hidden", hidden), ("batch_size", batch_size), ("repeats", repeats),
+                        ("iterations", iterations)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    log = log or (lambda line: None)
+    threads = threads or os.cpu_count() or 1
+    thread_control = set_threads(threads)
+    from . import backend as _backend
+
+    dev = _backend.resolve_device(backend, device)
+    on_gpu = backend == "cupy" or (backend == "torch" and str(dev).startswith("cuda"))
+    if torch_device is None:
+        torch_device = "cuda" if on_gpu else "cpu"
+    num_train = num_train or max(10_000, 4 * batch_size)
+    data, source = load_data(num_train, batch_size, data_dir, seed)
+
+    contestants = {"anynet": AnynetRun(data, backend, dev, model, hidden, batch_size, iterations, seed)}
+    notes = []
+    try:
+        import torch
+
+        if torch_device.startswith("cuda") and not torch.cuda.is_available():
+            notes.append("PyTorch sees no GPU: its contestant was left out")
+        else:
+            contestants["torch"] = TorchRun(data, torch_device, model, hidden, batch_size, iterations, seed)
+    except ImportError:
+        notes.append("PyTorch is not installed: its contestant was left out")
+    floor_backend = backend if backend in ("cupy", "torch") else "numpy"
+    contestants["gemm_floor"] = GemmFloor(floor_backend, dev, model, hidden, batch_size, iterations, seed)
+
+    for name, run in contestants.items():  # warm-up: caches, allocator pools, lazy init
+        run()
+        log(f"warmed up {name}")
+    runs = {name: [] for name in contestants}
+    for r in range(repeats):
+        for name, run in contestants.items():
+            runs[name].append(batch_size * iterations / run())
+        log(f"round {r + 1}/{repeats}: " + ", ".join(f"{n} {v[-1]:,.0f}" for n, v in runs.items()))
+    median = {name: statistics.median(v) for name, v in runs.items()}
+    ratios = {}
+    if "torch" in median:
+        ratios["anynet/torch"] = median["anynet"] / median["torch"]
+    ratios["anynet/gemm_floor"] = median["anynet"] / median["gemm_floor"]
+    if "torch" in median:
+        ratios["torch/gemm_floor"] = median["torch"] / median["gemm_floor"]
+    versions = {"python": platform.python_version(), "numpy": np.__version__}
+    for lib in ("torch", "cupy", "array_api_compat"):
+        module = sys.modules.get(lib)
+        if module is not None:
+            versions[lib] = getattr(module, "__version__", "?")
+    import anynet
+
+    versions["anynet"] = getattr(anynet, "__version__", "?")
+    setup = {
+        "backend": backend, "device": str(dev), "torch_device": torch_device if "torch" in runs else None,
+        "model": model if model == "fc" else f"two-layer hidden {hidden}",
+        "batch_size": batch_size, "dtype": "float32", "iterations": iterations, "repeats": repeats,
+        "threads": threads, "thread_control": thread_control, "data": source, "num_train": num_train,
+        "cpu": f"{cpu_model()}, {os.cpu_count()} cores", "blas": blas_info(), "floor": contestants["gemm_floor"].where,
+        "versions": versions, "date": time.strftime("%Y-%m-%d %H:%M"), "notes": notes,
+    }
+    if on_gpu:
+        setup["gpu"] = _gpu_name(backend)
+    return {"images_per_s": runs, "median": median, "ratios": ratios, "setup": setup}
+
+
+def _gpu_name(backend):
+    """The name of the current CUDA device."""
+    try:
+        if backend == "cupy":
+            import cupy
+
+            return cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"].decode()
+        import torch
+
+        return torch.cuda.get_device_name()
+    except Exception as exc:  # the name is a nicety: never fail a benchmark over it
+        return f"unknown GPU ({exc})"
+
+
+def format_report(result):
+    """The figures of ``compare`` as text, one fact a line."""
+    s = result["setup"]
+    lines = [
+        f"date {s['date']}; {s['cpu']}" + (f"; GPU {s['gpu']}" if "gpu" in s else ""),
+        f"model {s['model']}, batch {s['batch_size']}, {s['dtype']}, {s['iterations']} iterations x "
+        f"{s['repeats']} alternating runs, {s['threads']} threads ({s['thread_control']}), data {s['data']} "
+        f"({s['num_train']} training images)",
+        f"anynet backend {s['backend']} on {s['device']}; torch on {s['torch_device']}; floor {s['floor']}",
+        "BLAS: " + "; ".join(s["blas"]),
+        "versions: " + ", ".join(f"{k} {v}" for k, v in s["versions"].items()),
+    ]
+    lines += [f"note: {n}" for n in s["notes"]]
+    lines.append(f"{'':12s} {'median images/s':>16s}   runs")
+    for name, runs in result["images_per_s"].items():
+        lines.append(
+            f"{name:12s} {result['median'][name]:16,.0f}   " + " ".join(f"{v:,.0f}" for v in runs)
+        )
+    lines += [f"{k:18s} {v:.3f}" for k, v in result["ratios"].items()]
+    return "\n".join(lines)
+
+
+def build_parser(parser=None):
+    """Add the options of ``anynet bench`` / ``benchmarks/compare.py`` to ``parser``."""
+    parser = parser or argparse.ArgumentParser(
+        prog="compare.py", description="anynet vs PyTorch eager vs the GEMM floor, side by side."
+    )
+    parser.add_argument("--backend", default="numpy", help="anynet backend (numpy, torch, cupy, array_api_strict)")
+    parser.add_argument("--device", default=None, help="anynet device, e.g. cpu, cuda, cuda:1")
+    parser.add_argument("--torch-device", default=None, help="PyTorch's device (default: cuda on a GPU run, else cpu)")
+    parser.add_argument("--model", choices=MODELS, default="two-layer")
+    parser.add_argument("--hidden", type=int, default=100, help="hidden width of the two-layer net")
+    parser.add_argument("--batch-size", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating timed runs of each (median)")
+    parser.add_argument("--iterations", type=int, default=100, help="training steps per timed run")
+    parser.add_argument("--num-train", type=int, default=None, help="training images (default 10000)")
+    parser.add_argument("--data", default=None, help="folder with cifar-10-batches-py (default $ANYNET_DATA)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="print only the result")
+    return parser
+
+
+def run_from_args(args):
+    """Run ``compare`` with parsed ``args``, print the report and return the exit status."""
+    log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    result = compare(
+        backend=args.backend, device=args.device, model=args.model, hidden=args.hidden,
+        batch_size=args.batch_size, threads=args.threads, repeats=args.repeats, iterations=args.iterations,
+        num_train=args.num_train, data_dir=args.data, seed=args.seed, torch_device=args.torch_device, log=log,
+    )
+    print(format_report(result))
+    return 0
+
+
+def main(argv=None):
+    """Command-line entry point; returns the exit status."""
+    return run_from_args(build_parser().parse_args(argv))
