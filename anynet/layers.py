@@ -168,8 +168,15 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     eps = bn_param.get("eps", 1e-5)
     momentum = bn_param.get("momentum", 0.9)
     D = x.shape[1]
+    if mode not in ("train", "test"):
+        raise ValueError(f'bn_param["mode"] must be "train" or "test"; got {mode!r}')
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        raise ValueError(f'bn_param["eps"] must be a number > 0; got {eps!r}')
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum <= 1:
+        raise ValueError(f'bn_param["momentum"] must be a number in [0, 1]; got {momentum!r}')
     if "running_mean" not in bn_param:
         bn_param["running_mean"] = xp.zeros(D, dtype=x.dtype, device=device(x))
+    if "running_var" not in bn_param:
         bn_param["running_var"] = xp.ones(D, dtype=x.dtype, device=device(x))
     if mode == "train":
         mu = xp.mean(x, axis=0)
@@ -181,10 +188,8 @@ def batchnorm_forward(x, gamma, beta, bn_param):
         bn_param["running_mean"] = momentum * bn_param["running_mean"] + (1 - momentum) * mu
         bn_param["running_var"] = momentum * bn_param["running_var"] + (1 - momentum) * var
         return out, (xhat, xc, std, gamma)
-    if mode == "test":
-        xhat = (x - bn_param["running_mean"]) / xp.sqrt(bn_param["running_var"] + eps)
-        return gamma * xhat + beta, None
-    raise ValueError(f'bn_param["mode"] must be "train" or "test"; got {mode!r}')
+    xhat = (x - bn_param["running_mean"]) / xp.sqrt(bn_param["running_var"] + eps)
+    return gamma * xhat + beta, None
 
 
 def batchnorm_backward(dout, cache):
@@ -247,10 +252,10 @@ def dropout_forward(x, dropout_param):
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
         raise ValueError(f'dropout_param["p"] must be a number in [0, 1); got {p!r}')
     mode = dropout_param.get("mode")
+    if mode not in ("train", "test"):
+        raise ValueError(f'dropout_param["mode"] must be "train" or "test"; got {mode!r}')
     if mode == "test" or p == 0:
         return x, (mode, None)
-    if mode != "train":
-        raise ValueError(f'dropout_param["mode"] must be "train" or "test"; got {mode!r}')
     xp = array_namespace(x)
     rng = dropout_param.get("rng")
     if rng is None:

@@ -116,6 +116,16 @@ def test_default_momentum_is_0_9(xp, device):
     np.testing.assert_allclose(_np(bn_param["running_var"]), 0.9 + 0.1 * x.var(axis=0), rtol=1e-12)
 
 
+def test_partial_state_is_completed(xp, device):
+    # A bn_param holding only a running mean gets a running variance of ones.
+    x = np.random.default_rng(7).standard_normal((5, 2))
+    bn_param = {"mode": "test", "running_mean": _put(xp, device, [1.0, -1.0])}
+    out, _ = batchnorm_forward(_put(xp, device, x), _put(xp, device, np.ones(2)), _put(xp, device, np.zeros(2)),
+                               bn_param)
+    np.testing.assert_allclose(_np(bn_param["running_var"]), np.ones(2))
+    np.testing.assert_allclose(_np(out), (x - [1.0, -1.0]) / np.sqrt(1 + 1e-5), rtol=1e-12)
+
+
 def test_test_mode_uses_running_statistics(xp, device):
     rng = np.random.default_rng(4)
     x, gamma, beta = rng.standard_normal((6, 3)), rng.standard_normal(3), rng.standard_normal(3)
@@ -144,12 +154,18 @@ def test_test_mode_after_training_normalizes_the_distribution(xp, device):
     np.testing.assert_allclose(out.std(axis=0), 1.0, atol=0.1)
 
 
-def test_bad_mode_and_shape(xp, device):
+def test_bad_parameters(xp, device):
     x, ones, zeros = _put(xp, device, np.ones((4, 2))), _put(xp, device, np.ones(2)), _put(xp, device, np.zeros(2))
     with pytest.raises(ValueError, match="mode"):
         batchnorm_forward(x, ones, zeros, {"mode": "eval"})
     with pytest.raises(ValueError, match="mode"):
         batchnorm_forward(x, ones, zeros, {})
+    for key, bad in [("eps", 0.0), ("eps", -1e-5), ("eps", "1e-5"), ("momentum", 1.5), ("momentum", -0.1),
+                     ("momentum", float("nan"))]:
+        bn_param = {"mode": "train", key: bad}
+        with pytest.raises(ValueError, match=key):
+            batchnorm_forward(x, ones, zeros, bn_param)
+        assert "running_mean" not in bn_param  # nothing half-done
     with pytest.raises(ValueError, match="x must have 2"):
         batchnorm_forward(_put(xp, device, np.ones((4, 2, 1))), ones, zeros, {"mode": "train"})
 

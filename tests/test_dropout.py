@@ -126,6 +126,9 @@ def test_bad_mode():
         dropout_forward(np.ones(3), {"p": 0.5, "mode": "eval"})
     with pytest.raises(ValueError, match="mode"):
         dropout_forward(np.ones(3), {"p": 0.5})
+    # Checked even when p = 0 makes the layer a no-op.
+    with pytest.raises(ValueError, match="mode"):
+        dropout_forward(np.ones(3), {"p": 0, "mode": "Train"})
 
 
 # ---------------------------------------------------------------- nets with dropout
