@@ -178,7 +178,8 @@ def add_evaluate_parser(subparsers):
         "evaluate", help="validation and test accuracy of a saved model",
         description="Print the validation and test accuracy of the model in a checkpoint.",
     )
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint.npz written by anynet train")
+    parser.add_argument("checkpoint", metavar="CHECKPOINT",
+                        help="model.npz (the trained model) or checkpoint.npz of an anynet train run")
     parser.add_argument("--data-dir", metavar="DIR", help="folder holding cifar-10-batches-py "
                         "(default: the training run's, else $ANYNET_DATA, else ~/.cache/anynet)")
     parser.add_argument("--num-test", type=non_negative_int, metavar="N",
@@ -214,7 +215,10 @@ def build_parser():
 def main(argv=None):
     """Entry point of the ``anynet`` command; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a flag argparse rejected (already reported)
+        return exc.code
     prog = f"anynet {args.command}"
     try:
         return args.run(args)

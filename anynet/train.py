@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from . import backend as _backend
-from .checkpoint import CheckpointError, load_npz
+from .checkpoint import CheckpointError, load_npz, save_model
 from .models import FullyConnectedNet, TwoLayerNet
 from .solver import Solver
 
@@ -46,6 +46,7 @@ _FIXED_ON_RESUME = (
     "batch_size", "seed", "num_training", "num_validation", "batchnorm", "dropout",
 )
 CHECKPOINT = "checkpoint"
+MODEL_FILE = "model.npz"
 _LOSS_EVERY = 10
 
 
@@ -160,7 +161,7 @@ def _acc_iterations(solver):
 
 
 class _Monitor:
-    """Solver callback: progress bar, one line per epoch, and the final checkpoint of a run ending mid-epoch."""
+    """Solver callback: a progress bar and one line per epoch."""
 
     def __init__(self, solver, quiet, out=sys.stderr):
         self.solver, self.quiet, self.out = solver, quiet, out
@@ -191,11 +192,8 @@ class _Monitor:
                 # Reading the loss waits on the device, so only every few iterations.
                 if solver.t % _LOSS_EVERY == 0 or solver.t == solver.num_iterations:
                     self.bar.set_postfix_str(f"loss {float(solver.last_loss):.4f}", refresh=False)
-            ends_mid_epoch = solver.t == solver.num_iterations and solver.t % solver.iterations_per_epoch
-            if ends_mid_epoch:
-                if solver.checkpoint_name is not None:
-                    solver.save_checkpoint(f"{solver.checkpoint_name}.npz")
-                self.report(solver)
+            if solver.t == solver.num_iterations and solver.t % solver.iterations_per_epoch:
+                self.report(solver)  # the last, partial epoch
         elif event == "epoch":
             self.report(solver)
 
@@ -253,8 +251,10 @@ def train(config, out_dir=None, data=None, quiet=False, resume=None):
         overrides ``epochs``.
     out_dir : str or path, optional
         Where to write metrics.json, history.json, loss.png, accuracy.png,
-        weights.png and checkpoint.npz (saved at every epoch end, and at the
-        end of a run that stops mid-epoch). Nothing is written when None.
+        weights.png, checkpoint.npz (the whole training state, saved at every
+        epoch end: what ``resume`` takes) and model.npz (the trained model,
+        best parameters, written at the end: what ``evaluate`` and
+        ``anynet.load_model`` take). Nothing is written when None.
     data : dict, optional
         Already loaded splits, as ``anynet.data.get_cifar10_data`` returns
         them (``X_test``/``y_test`` optional); loaded from ``data_dir`` when None.
@@ -272,9 +272,10 @@ def train(config, out_dir=None, data=None, quiet=False, resume=None):
         best parameters; None without test images), ``best_val_acc``,
         ``final_train_acc``, ``train_seconds`` and ``images_per_second`` (of
         this call), ``iterations``, ``epochs``, ``backend``, ``device``,
-        ``config``, ``checkpoint`` (path or None).
+        ``config``, ``checkpoint`` and ``model`` (paths, or None).
     """
     config = resume_config(config, resume) if resume is not None else make_config(config)
+    model = build_model(config)  # before loading data, so bad values fail fast
     if data is None:
         from .data import get_cifar10_data
 
@@ -284,7 +285,6 @@ def train(config, out_dir=None, data=None, quiet=False, resume=None):
         )
     if not isinstance(data, dict):
         raise TypeError(f"data must be a dict of splits or None; got {type(data).__name__}")
-    model = build_model(config)
     checkpoint_name = None
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -297,9 +297,6 @@ def train(config, out_dir=None, data=None, quiet=False, resume=None):
     )
     if resume is not None:
         solver.load_checkpoint(resume)
-        if solver.t % solver.iterations_per_epoch:
-            # A run that stopped mid-epoch: redraw that epoch's minibatch order.
-            solver._start_epoch(solver.epoch)
     solver.metadata = {"config": config}
     monitor = _Monitor(solver, quiet)
     solver.callback = monitor
@@ -325,6 +322,7 @@ def train(config, out_dir=None, data=None, quiet=False, resume=None):
         "device": str(model.device),
         "config": config,
         "checkpoint": f"{checkpoint_name}.npz" if checkpoint_name else None,
+        "model": str(out_dir / MODEL_FILE) if out_dir is not None else None,
     }
     if out_dir is not None:
         history = {
@@ -335,6 +333,7 @@ def train(config, out_dir=None, data=None, quiet=False, resume=None):
             "iterations_per_epoch": solver.iterations_per_epoch,
         }
         write_outputs(out_dir, metrics, history, model)
+        save_model(model, out_dir / MODEL_FILE, metadata={"config": config})
     return metrics
 
 
@@ -347,6 +346,7 @@ def evaluate(checkpoint, data_dir=None, num_test=None, backend=None, device=None
     Parameters
     ----------
     checkpoint : str or path
+        model.npz or checkpoint.npz of an ``anynet train`` run.
     data_dir : str or path, optional
         Default: the checkpoint's ``data_dir``, else as in ``anynet.data.data_root``.
     num_test : int, optional
