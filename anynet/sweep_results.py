@@ -1,0 +1,175 @@
+"""Sweep results: the table of trials, written atomically as it grows, its best entry and its plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from .sweep_grid import LOG_KEYS, format_value
+
+# Columns every row has, after the swept flags; anything else but "config" is a flag.
+METRICS = ("val_acc", "test_acc", "train_seconds", "images_per_second")
+COLUMNS = (*METRICS, "worker", "attempts", "status", "error")
+STATUSES = ("ok", "error", "lost")
+_NOT_FLAGS = ("trial", "config", "traceback")
+RESULTS_JSON, RESULTS_CSV, BEST_JSON, PLOT_PNG = "results.json", "results.csv", "best.json", "val_acc.png"
+
+
+def canonical(config: dict) -> str:
+    """A string that is equal for equal configs, whichever way they were built."""
+    return json.dumps(jsonable(config), sort_keys=True)
+
+
+def jsonable(value):
+    """Return ``value`` with tuples as lists and paths as strings, as JSON would read it back."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item") and callable(value.item):  # NumPy scalars
+        return value.item()
+    return value
+
+
+def flag_names(rows) -> list[str]:
+    """The flag columns of ``rows``, in order of first appearance."""
+    names: dict[str, None] = {}
+    for row in rows:
+        for key in row:
+            if key not in COLUMNS and key not in _NOT_FLAGS:
+                names.setdefault(key)
+    return list(names)
+
+
+def best_row(rows):
+    """The finished row with the highest ``val_acc`` (the earliest on ties), or None."""
+    done = [r for r in rows if r.get("status") == "ok" and isinstance(r.get("val_acc"), (int, float))]
+    return max(done, key=lambda r: (r["val_acc"], -r["trial"]), default=None)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old file or the new one, never half of one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _csv_text(rows) -> str:
+    """The rows as CSV: trial, the flags, then the metrics and bookkeeping."""
+    header = ["trial", *flag_names(rows), *COLUMNS]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        cells = []
+        for name in header:
+            value = row.get(name)
+            cells.append("" if value is None else format_value(value) if name not in COLUMNS else value)
+        writer.writerow(cells)
+    return out.getvalue()
+
+
+def write_results(out_dir, rows) -> None:
+    """Write ``results.json``, ``results.csv`` and ``best.json`` under ``out_dir``, each atomically.
+
+    Parameters
+    ----------
+    out_dir : str or path
+        An existing directory.
+    rows : list of dict
+        The trials finished so far, one dict each.
+    """
+    out_dir = Path(out_dir)
+    rows = sorted(rows, key=lambda r: r["trial"])
+    _atomic_write(out_dir / RESULTS_JSON, json.dumps(jsonable(rows), indent=1) + "\n")
+    _atomic_write(out_dir / RESULTS_CSV, _csv_text(rows))
+    best = best_row(rows)
+    if best is not None:
+        summary = {
+            "trial": best["trial"],
+            "val_acc": best["val_acc"],
+            "test_acc": best.get("test_acc"),
+            "flags": {k: best[k] for k in flag_names([best])},
+            "config": best.get("config", {}),
+        }
+        _atomic_write(out_dir / BEST_JSON, json.dumps(jsonable(summary), indent=1) + "\n")
+
+
+def read_results(out_dir) -> list[dict]:
+    """Read the rows a previous sweep wrote to ``out_dir`` (an empty list when there are none).
+
+    Raises
+    ------
+    ValueError
+        If ``results.json`` is there but is not a list of trial rows.
+    """
+    path = Path(out_dir) / RESULTS_JSON
+    if not path.exists():
+        return []
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); move it away to start afresh") from None
+    if not isinstance(rows, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("config"), dict) and r.get("status") in STATUSES for r in rows
+    ):
+        raise ValueError(f"{path} is not a table of sweep trials; move it away to start afresh")
+    return rows
+
+
+def plot_results(out_dir, rows, keys) -> Path | None:
+    """Plot validation accuracy against each swept flag into ``out_dir/val_acc.png``.
+
+    One panel per flag in ``keys``; learning rate, reg and weight scale get a
+    log axis, flags with non-numeric values one tick per value. Returns the
+    path, or None when no trial finished. Uses matplotlib's Agg canvas
+    directly, so it works without a display and leaves pyplot's state alone.
+    """
+    done = [r for r in rows if r.get("status") == "ok" and r.get("val_acc") is not None]
+    keys = [k for k in keys if any(k in r for r in done)]
+    if not done or not keys:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4 * len(keys), 3.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    best = best_row(done)
+    for ax, key in zip(axes, keys, strict=True):
+        values = [r.get(key) for r in done]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if numeric:
+            xs = values
+        else:
+            labels = sorted({format_value(v) for v in values})
+            xs = [labels.index(format_value(v)) for v in values]
+            ax.set_xticks(range(len(labels)), labels)
+        ax.scatter(xs, [r["val_acc"] for r in done], alpha=0.7)
+        bx = xs[done.index(best)]
+        ax.scatter([bx], [best["val_acc"]], marker="*", s=160, color="tab:red", label="best")
+        if numeric and key in LOG_KEYS and min(values) > 0:
+            ax.set_xscale("log")
+        ax.set_xlabel(key.replace("_", "-"))
+        ax.set_ylabel("validation accuracy")
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="best")
+    path = Path(out_dir) / PLOT_PNG
+    fig.savefig(path, dpi=100)
+    return path

@@ -1,0 +1,341 @@
+"""Sweeps: grids, the results table, and trials on a LocalCluster and on a real scheduler with workers."""
+
+import csv
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from functools import partial
+
+import numpy as np
+import pytest
+from cifar_files import write_cifar10
+
+from anynet import sweep as sweep_module
+from anynet.cli import main as cli_main
+from anynet.sweep import run_trial, sweep
+from anynet.sweep_grid import LOG_KEYS, expand_grid, parse_grid, sample_grid
+from anynet.sweep_results import read_results, write_results
+
+distributed = pytest.importorskip("distributed")
+cloudpickle = pytest.importorskip("cloudpickle")
+# Workers unpickle the trial functions below by value: they cannot import this test module.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+GRID = ["learning-rate=5e-4,1.5e-3", "hidden-dims=5,40", "batch-size=50,1000"]
+
+
+def _base(root):
+    """A train config small enough that a trial takes well under a second."""
+    return {
+        "data_dir": str(root), "num_training": 150, "num_validation": 50, "num_test": 100, "hidden_dims": [20],
+        "epochs": 1, "batch_size": 50, "dtype": "float64", "weight_scale": 1e-2,
+    }
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """A generated CIFAR-10 folder of 200 training and 100 test images."""
+    root = tmp_path_factory.mktemp("cifar")
+    write_cifar10(root, n_per_batch=40, n_test=100)
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(data_root):
+    """The rows of ``GRID`` run one after another in this process, without Dask."""
+    return sweep(GRID, _base(data_root), workers=0)
+
+
+@pytest.fixture(scope="module")
+def small_reference(data_root):
+    """The rows of the first two keys of ``GRID`` run in this process."""
+    return sweep(GRID[:2], _base(data_root), workers=0)
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A LocalCluster of two single-threaded worker processes on 127.0.0.1."""
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None, silence_logs=50) as cluster:
+        with distributed.Client(cluster) as c:
+            yield c
+
+
+def _results(rows):
+    """What a trial's outcome is, without where or how fast it ran."""
+    return [(r["trial"], r["status"], r["val_acc"], r["test_acc"]) for r in rows]
+
+
+# ---- grids ------------------------------------------------------------------------------------------------------
+
+
+def test_parse_grid_types_values_and_accepts_both_spellings():
+    grid = parse_grid(["--learning-rate=1e-4,1e-3", "lr_decay=0.9", "hidden-dims=50,100x100",
+                       "batchnorm=true,no", "update-rule=sgd,adam", "batch-size=100,2e2"])
+    assert grid == {
+        "learning_rate": [1e-4, 1e-3], "lr_decay": [0.9], "hidden_dims": [(50,), (100, 100)],
+        "batchnorm": [True, False], "update_rule": ["sgd", "adam"], "batch_size": [100, 200],
+    }
+    assert all(isinstance(v, int) for v in grid["batch_size"])
+    assert parse_grid({"learning-rate": 0.01, "hidden_dims": [100, 50]}) == {
+        "learning_rate": [0.01], "hidden_dims": [(100, 50)]}
+
+
+@pytest.mark.parametrize("specs, words", [
+    (["lr=1e-3"], "'lr' is not a train flag"),
+    (["learning-rate"], "name=v1,v2"),
+    (["reg=0.1", "reg=0.2"], "given twice"),
+    (["reg=high"], "reg must be a number"),
+    (["batch-size=1.5"], "batch_size must be an integer"),
+    (["hidden-dims=100x0"], "widths joined by x"),
+    (["reg="], "no values"),
+    ([], "at least one flag"),
+])
+def test_parse_grid_names_what_is_wrong(specs, words):
+    with pytest.raises(ValueError, match=words):
+        parse_grid(specs)
+
+
+def test_expand_grid_gives_every_combination_once():
+    grid = parse_grid(["learning-rate=1e-4,1e-3,2e-3", "lr-decay=0.9,0.95", "reg=0.1,0.25"])
+    points = expand_grid(grid)
+    expected = {(a, b, c) for a in (1e-4, 1e-3, 2e-3) for b in (0.9, 0.95) for c in (0.1, 0.25)}
+    assert len(points) == 12
+    assert {(p["learning_rate"], p["lr_decay"], p["reg"]) for p in points} == expected
+
+
+def test_sample_grid_is_seeded_and_stays_in_range():
+    grid = parse_grid(["learning-rate=1e-4,1e-2", "lr-decay=0.9,0.99", "batch-size=50,400",
+                       "update-rule=sgd,adam", "reg=0.1"])
+    points = sample_grid(grid, 50, seed=3)
+    assert points == sample_grid(grid, 50, seed=3)
+    assert points != sample_grid(grid, 50, seed=4)
+    for p in points:
+        assert 1e-4 <= p["learning_rate"] <= 1e-2 and 0.9 <= p["lr_decay"] <= 0.99
+        assert isinstance(p["batch_size"], int) and 50 <= p["batch_size"] <= 400
+        assert p["update_rule"] in ("sgd", "adam") and p["reg"] == 0.1
+
+
+def test_sample_grid_is_log_uniform_for_rates_and_uniform_otherwise():
+    assert {"learning_rate", "reg", "weight_scale"} <= LOG_KEYS and "lr_decay" not in LOG_KEYS
+    low, high = 1e-5, 1e-1
+    points = sample_grid(parse_grid([f"learning-rate={low},{high}", "lr-decay=0.5,1.0"]), 4000, seed=0)
+    lr = np.array([p["learning_rate"] for p in points])
+    decay = np.array([p["lr_decay"] for p in points])
+    # Under log-uniform draws each decade holds a quarter of the points; uniform draws put ~90% in the top one.
+    for lo in (1e-5, 1e-4, 1e-3, 1e-2):
+        share = np.mean((lr >= lo) & (lr < lo * 10))
+        assert abs(share - 0.25) < 0.03, (lo, share)
+    for q in (0.6, 0.75, 0.9):
+        assert abs(np.mean(decay < q) - (q - 0.5) / 0.5) < 0.03
+
+
+def test_sample_grid_refuses_a_log_range_through_zero():
+    with pytest.raises(ValueError, match="reg is sampled log-uniformly"):
+        sample_grid(parse_grid(["reg=0,0.5"]), 3)
+    with pytest.raises(ValueError, match="positive integer"):
+        sample_grid(parse_grid(["reg=0.1,0.5"]), 0)
+
+
+# ---- the results table ------------------------------------------------------------------------------------------
+
+
+def _row(trial, lr, val_acc, status="ok"):
+    """A finished row as the sweep records it."""
+    config = {"learning_rate": lr, "hidden_dims": [50]}
+    return {"trial": trial, "learning_rate": lr, "hidden_dims": [50], "val_acc": val_acc, "test_acc": 0.5,
+            "train_seconds": 1.5, "images_per_second": 1000.0, "worker": "w", "attempts": 1, "status": status,
+            "error": "" if status == "ok" else "ValueError: no", "config": config}
+
+
+def test_results_files_hold_every_row_and_the_best(tmp_path):
+    rows = [_row(2, 1e-3, 0.4), _row(0, 1e-4, 0.3), _row(1, 3e-3, None, status="error")]
+    write_results(tmp_path, rows)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.json", "results.csv", "results.json"]
+    assert read_results(tmp_path) == sorted(rows, key=lambda r: r["trial"])
+    with open(tmp_path / "results.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["trial"] for r in table] == ["0", "1", "2"]
+    assert [r["learning_rate"] for r in table] == ["0.0001", "0.003", "0.001"]
+    assert table[0]["hidden_dims"] == "50" and table[1]["val_acc"] == "" and table[1]["status"] == "error"
+    assert float(table[2]["val_acc"]) == 0.4
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert best["trial"] == 2 and best["val_acc"] == 0.4 and best["config"]["learning_rate"] == 1e-3
+
+
+def test_in_process_sweep_records_failures_writes_everything_and_resumes(data_root, reference, tmp_path):
+    calls = []
+
+    def counting(config):
+        calls.append(config["learning_rate"])
+        return run_trial(config)
+
+    out = tmp_path / "sweep"
+    rows = sweep(GRID[:2], _base(data_root), workers=0, out_dir=out, trial=counting)
+    assert len(calls) == 4 and [r["status"] for r in rows] == ["ok"] * 4
+    assert [r["worker"] for r in rows] == ["in-process"] * 4
+    assert (out / "val_acc.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="already holds the results"):
+        sweep(GRID[:2], _base(data_root), workers=0, out_dir=out)
+    # Resuming the full grid runs only the trials not yet recorded, and numbers them as the grid does.
+    calls.clear()
+    rows = sweep(GRID, _base(data_root), workers=0, out_dir=out, trial=counting, resume=True)
+    assert len(calls) == 4
+    assert _results(rows) == _results(reference)
+    failed = [r for r in rows if r["status"] == "error"]
+    assert [r["config"]["batch_size"] for r in failed] == [1000] * 4
+    assert all("batch_size" in r["error"] and r["val_acc"] is None for r in failed)
+    assert _results(read_results(out)) == _results(reference)
+    best = json.loads((out / "best.json").read_text())
+    ok = [r for r in reference if r["status"] == "ok"]
+    assert best["val_acc"] == max(r["val_acc"] for r in ok)
+
+
+def test_the_command_runs_a_sweep_and_reports_mistakes_in_one_line(data_root, small_reference, tmp_path, capsys):
+    out = tmp_path / "cli"
+    flags = ["--data-dir", str(data_root), "--num-training", "150", "--num-validation", "50", "--num-test", "100",
+             "--hidden-dims", "20", "--epochs", "1", "--batch-size", "50", "--dtype", "float64",
+             "--weight-scale", "1e-2"]
+    code = cli_main(["sweep", "--grid", *GRID[:2], "--workers", "0", "--quiet",
+                     "--out", str(out), *flags])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "4 trials, 0 failed" in printed and "best: trial" in printed
+    rows = read_results(out)
+    assert [r["config"]["hidden_dims"] for r in rows] == [[5], [40]] * 2
+    assert all(r["config"]["weight_scale"] == 1e-2 for r in rows)
+    assert _results(rows) == _results(small_reference)
+    code = cli_main(["sweep", "--grid", "lr=1", "--workers", "0", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "'lr' is not a train flag" in err
+
+
+# ---- Dask -------------------------------------------------------------------------------------------------------
+
+
+def _data_loads():
+    """How often this worker process loaded each data config."""
+    return dict(sweep_module._DATA_LOADS)
+
+
+def test_local_cluster_matches_in_process_and_loads_data_once_per_worker(client, data_root, reference, tmp_path):
+    client.wait_for_workers(2, timeout=30)
+    rows = sweep(GRID, _base(data_root), client=client, out_dir=tmp_path)
+    assert _results(rows) == _results(reference)
+    assert sum(r["status"] == "error" for r in rows) == 4
+    workers = set(client.scheduler_info()["workers"])
+    assert {r["worker"] for r in rows} <= workers
+    assert all(r["attempts"] == 1 for r in rows)
+    assert _results(read_results(tmp_path)) == _results(reference)
+    loads = client.run(_data_loads)
+    assert loads and all(count == 1 for per_worker in loads.values() for count in per_worker.values())
+
+
+def _stall_once(marker, config):
+    """Run the trial; but the first run of the trial at learning rate 1.5e-3, 40 hidden units waits to be killed."""
+    if config["learning_rate"] == 1.5e-3 and config["hidden_dims"] == [40] and not os.path.exists(marker):
+        with open(marker + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.replace(marker + ".tmp", marker)
+        time.sleep(60)
+        raise RuntimeError("this worker should have been killed")
+    return run_trial(config)
+
+
+def test_killing_a_worker_mid_trial_reruns_its_trial_elsewhere(client, data_root, small_reference, tmp_path):
+    client.wait_for_workers(2, timeout=30)
+    marker = str(tmp_path / "pid")
+    killed = []
+
+    def kill_when_stalled():
+        deadline = time.monotonic() + 60
+        while not os.path.exists(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if os.path.exists(marker):
+            pid = int(open(marker).read())
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    killer = threading.Thread(target=kill_when_stalled, daemon=True)
+    killer.start()
+    grid = GRID[:2]
+    rows = sweep(grid, _base(data_root), client=client, trial=partial(_stall_once, marker))
+    killer.join(timeout=5)
+    assert len(killed) == 1
+    assert [r["status"] for r in rows] == ["ok"] * 4
+    assert _results(rows) == _results(small_reference)
+    retried = [r for r in rows if r["attempts"] > 1]
+    assert len(retried) == 1 and retried[0]["attempts"] == 2
+    assert (retried[0]["learning_rate"], retried[0]["hidden_dims"]) == (1.5e-3, [40])
+
+
+# ---- a real scheduler and workers -------------------------------------------------------------------------------
+
+
+def _free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(args, log):
+    """Start ``python -m dask ...`` in its own process group, logging to ``log``."""
+    return subprocess.Popen([sys.executable, "-m", "dask", *args], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def _stop(proc):
+    """Stop ``proc`` and its children: SIGTERM, then SIGKILL if it lingers."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def test_sweep_by_address_on_a_dask_scheduler_and_two_dask_workers(data_root, small_reference, tmp_path):
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    log = open(tmp_path / "dask.log", "wb")
+    procs = []
+    try:
+        procs.append(_start(["scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
+                             "--no-dashboard"], log))
+        for name in ("a", "b"):
+            procs.append(_start(["worker", address, "--host", "127.0.0.1", "--nthreads", "1", "--name", name,
+                                 "--no-dashboard"], log))
+        with distributed.Client(address, timeout="30s") as c:
+            c.wait_for_workers(2, timeout=60)
+            workers = set(c.scheduler_info()["workers"])
+        grid = GRID[:2]
+        rows = sweep(grid, _base(data_root), scheduler=address, out_dir=tmp_path / "out")
+        assert _results(rows) == _results(small_reference)
+        assert {r["worker"] for r in rows} <= workers
+        assert len(read_results(tmp_path / "out")) == 4
+    except BaseException:
+        log.flush()
+        print((tmp_path / "dask.log").read_text(errors="replace")[-4000:])
+        raise
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+        log.close()
+    assert all(proc.poll() is not None for proc in procs)
+
+
+def test_rows_are_finite_and_rates_positive(reference):
+    ok = [r for r in reference if r["status"] == "ok"]
+    assert ok and all(math.isfinite(r["val_acc"]) and 0 <= r["val_acc"] <= 1 for r in ok)
+    assert all(r["train_seconds"] > 0 and r["images_per_second"] > 0 for r in ok)
