@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from numbers import Integral, Real
 
+from array_api_compat import array_namespace, is_array_api_obj
+
 from . import backend as _backend
 from .layers import (
     _affine_backward,
@@ -37,6 +39,42 @@ def _real(name, value, low, high=math.inf, low_open=False):
         bounds = f"{'(' if low_open else '['}{low}, {high})"
         raise ValueError(f"{name} must lie in {bounds}; got {value!r}")
     return value
+
+
+_REAL = ("integral", "real floating")
+
+
+def checked_array(name, x, kinds=_REAL):
+    """Return ``x`` as an array (lists become NumPy arrays), raising ``TypeError`` unless its dtype is of ``kinds``.
+
+    Strings, objects, complex numbers and booleans (for ``kinds`` the default,
+    real numbers) would otherwise be cast silently or fail deep inside a backend
+    with a message that does not name the argument.
+    """
+    try:
+        x = x if is_array_api_obj(x) else _backend.to_numpy(x)
+        ok = array_namespace(x).isdtype(x.dtype, kinds)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        what = "integers" if kinds == "integral" else "real numbers"
+        got = f"an array of dtype {x.dtype}" if hasattr(x, "dtype") else repr(x)[:60]
+        raise TypeError(f"{name} must be an array of {what}; got {got}")
+    return x
+
+
+def check_label_range(name, y, num_classes):
+    """Raise ``ValueError`` if host (NumPy) labels ``y`` fall outside [0, num_classes).
+
+    Device arrays are not checked: that would wait on the device at every
+    minibatch (the ``Solver`` checks its labels once, up front).
+    """
+    if _backend.name_of(y) != "numpy" or y.size == 0:
+        return
+    low, high = int(y.min()), int(y.max())
+    if low < 0 or high >= num_classes:
+        bad = low if low < 0 else high
+        raise ValueError(f"{name} must hold labels in [0, {num_classes}); got {bad}")
 
 
 class FullyConnectedNet:
@@ -136,22 +174,22 @@ class FullyConnectedNet:
 
     def _input(self, X):
         """Return ``X`` on the model's device and dtype, checking its shape."""
-        X = _backend.to_device(X, self.xp, self.device, self._dtype)
+        X = _backend.to_device(checked_array("X", X), self.xp, self.device, self._dtype)
         D = math.prod(X.shape[1:])
-        if X.ndim < 2 or D != self.input_dim:
+        if X.ndim < 2 or D != self.input_dim or X.shape[0] == 0:
             raise ValueError(
-                f"X must have shape (N, ...) with {self.input_dim} features per row; got shape {tuple(X.shape)}"
+                f"X must have shape (N, ...) with N > 0 and {self.input_dim} features per row; "
+                f"got shape {tuple(X.shape)}"
             )
         return X
 
     def _labels(self, y, N):
         """Return labels ``y`` as an int64 array on the model's device."""
-        y = _backend.to_device(y, self.xp, self.device)
+        y = checked_array("y (integer labels)", y, "integral")
         if y.ndim != 1 or y.shape[0] != N:
             raise ValueError(f"y must have shape ({N},) to match X; got shape {tuple(y.shape)}")
-        if not self.xp.isdtype(y.dtype, "integral"):
-            raise TypeError(f"y must hold integer labels; got dtype {y.dtype}")
-        return y
+        check_label_range("y", y, self.config["num_classes"])
+        return _backend.to_device(y, self.xp, self.device)
 
     def _param(self, name):
         """The parameter ``name`` on the model's device; hand-assigned arrays are moved there."""

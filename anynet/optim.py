@@ -24,12 +24,21 @@ _BOUNDS = {
 }
 
 
-def _config(config, **defaults):
-    """Return a new config: ``defaults`` updated by ``config``, hyperparameters checked."""
+def _config(config, state=(), **defaults):
+    """Return a new config: ``defaults`` updated by ``config``, hyperparameters checked.
+
+    A key that is neither a hyperparameter in ``defaults`` nor a ``state`` name
+    is refused: a misspelt ``learning_rate`` would otherwise fall silently back
+    to the default.
+    """
     if config is None:
         config = {}
     elif not isinstance(config, dict):
         raise TypeError(f"config must be a dict or None; got {type(config).__name__}")
+    unknown = sorted(set(config) - set(defaults) - set(state), key=str)
+    if unknown:
+        expected = ", ".join([*defaults, *(f"{name} (state)" for name in state)])
+        raise ValueError(f"config has unknown key(s) {', '.join(map(repr, unknown))}; expected some of {expected}")
     config = {**defaults, **config}
     for name in defaults:
         value, bounds = config[name], _BOUNDS.get(name)
@@ -63,7 +72,7 @@ def sgd_momentum(w, dw, config=None):
 
     config: ``learning_rate`` (1e-2), ``momentum`` (0.9), state ``velocity``.
     """
-    config = _config(config, learning_rate=1e-2, momentum=0.9)
+    config = _config(config, ("velocity",), learning_rate=1e-2, momentum=0.9)
     v = config["momentum"] * _state(config, "velocity", w) - config["learning_rate"] * dw
     config["velocity"] = v
     return w + v, config
@@ -76,7 +85,7 @@ def nesterov_momentum(w, dw, config=None):
     ``w - momentum * v + (1 + momentum) * v'``.
     config: ``learning_rate`` (1e-2), ``momentum`` (0.9), state ``velocity``.
     """
-    config = _config(config, learning_rate=1e-2, momentum=0.9)
+    config = _config(config, ("velocity",), learning_rate=1e-2, momentum=0.9)
     mu = config["momentum"]
     v = _state(config, "velocity", w)
     next_v = mu * v - config["learning_rate"] * dw
@@ -91,7 +100,7 @@ def rmsprop(w, dw, config=None):
     ``w - learning_rate * dw / (sqrt(cache) + epsilon)``.
     config: ``learning_rate`` (1e-2), ``decay_rate`` (0.99), ``epsilon`` (1e-8), state ``cache``.
     """
-    config = _config(config, learning_rate=1e-2, decay_rate=0.99, epsilon=1e-8)
+    config = _config(config, ("cache",), learning_rate=1e-2, decay_rate=0.99, epsilon=1e-8)
     xp = array_namespace(w, dw)
     rho = config["decay_rate"]
     cache = rho * _state(config, "cache", w) + (1 - rho) * (dw * dw)
@@ -105,7 +114,7 @@ def adam(w, dw, config=None):
     config: ``learning_rate`` (1e-3), ``beta1`` (0.9), ``beta2`` (0.999),
     ``epsilon`` (1e-8), state ``m``, ``v`` and the step count ``t`` (0).
     """
-    config = _config(config, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8)
+    config = _config(config, ("m", "v", "t"), learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8)
     xp = array_namespace(w, dw)
     b1, b2 = config["beta1"], config["beta2"]
     t = config.get("t", 0) + 1

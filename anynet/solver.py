@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
 import secrets
 from numbers import Integral, Real
 
 from . import backend as _backend
 from . import optim
+from .models import checked_array
 
 _DEFAULTS = {
     "update_rule": "sgd",
@@ -105,7 +107,11 @@ class Solver:
                 raise TypeError(f"model must have a {attr!r} attribute; got {type(model).__name__}")
         self.model = model
         self.update_rule = self._rule(opts["update_rule"])
+        if not isinstance(opts["optim_config"], (dict, type(None))):
+            raise TypeError(f"optim_config must be a dict or None; got {type(opts['optim_config']).__name__}")
         self.optim_config = dict(opts["optim_config"] or {})
+        if isinstance(opts["update_rule"], str):
+            self._check_optim_config(opts["update_rule"])
         lr_decay = opts["lr_decay"]
         if isinstance(lr_decay, bool) or not isinstance(lr_decay, Real) or not 0 < lr_decay <= 1:
             raise ValueError(f"lr_decay must be a number in (0, 1]; got {lr_decay!r}")
@@ -116,6 +122,8 @@ class Solver:
         self.num_train_samples = _count("num_train_samples", opts["num_train_samples"], allow_none=True)
         self.num_val_samples = _count("num_val_samples", opts["num_val_samples"], allow_none=True)
         self.checkpoint_name = opts["checkpoint_name"]
+        if self.checkpoint_name is not None and not isinstance(self.checkpoint_name, (str, os.PathLike)):
+            raise TypeError(f"checkpoint_name must be a path or None; got {self.checkpoint_name!r}")
         self.print_every = _count("print_every", opts["print_every"])
         self.verbose = bool(opts["verbose"])
         seed = opts["seed"]
@@ -123,6 +131,8 @@ class Solver:
             raise ValueError(f"seed must be None or a non-negative integer; got {seed!r}")
         self.seed = secrets.randbits(32) if seed is None else int(seed)
         self.callback = opts["callback"]
+        if self.callback is not None and not callable(self.callback):
+            raise TypeError(f"callback must be callable(solver, event) or None; got {self.callback!r}")
         self.metadata = {}
 
         self.X_train, self.y_train, self.X_val, self.y_val = self._move_data(data)
@@ -145,6 +155,14 @@ class Solver:
             )
         return optim.UPDATE_RULES[update_rule]
 
+    def _check_optim_config(self, name):
+        """Let the named update rule check ``optim_config`` now, on one number, rather than at the first step."""
+        w = self.model.xp.zeros(1, device=self.model.device)
+        try:
+            self.update_rule(w, w, dict(self.optim_config))
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"optim_config of update rule {name!r}: {exc}") from None
+
     def _move_data(self, data):
         """Check the four splits once and move them to the model's device."""
         if not isinstance(data, dict):
@@ -156,17 +174,20 @@ class Solver:
         dtype = getattr(model, "_dtype", None)
         num_classes = getattr(model, "config", {}).get("num_classes")
         moved = []
+        input_dim = getattr(model, "input_dim", None)
         for split in ("train", "val"):
-            X = _backend.to_device(data[f"X_{split}"], xp, model.device, dtype)
-            y = _backend.to_device(data[f"y_{split}"], xp, model.device)
+            X = _backend.to_device(checked_array(f"X_{split}", data[f"X_{split}"]), xp, model.device, dtype)
+            y = _backend.to_device(checked_array(f"y_{split}", data[f"y_{split}"], "integral"), xp, model.device)
             if X.ndim < 2 or X.shape[0] == 0:
                 raise ValueError(f"X_{split} must have shape (N, ...) with N > 0; got {tuple(X.shape)}")
+            if input_dim is not None and math.prod(X.shape[1:]) != input_dim:
+                raise ValueError(
+                    f"X_{split} must have {input_dim} features per row, as the model; got shape {tuple(X.shape)}"
+                )
             if y.ndim != 1 or y.shape[0] != X.shape[0]:
                 raise ValueError(
                     f"y_{split} must have shape ({X.shape[0]},) to match X_{split}; got {tuple(y.shape)}"
                 )
-            if not xp.isdtype(y.dtype, "integral"):
-                raise TypeError(f"y_{split} must hold integer labels; got dtype {y.dtype}")
             # One synchronisation, here, instead of checks in the training loop.
             if num_classes is not None and bool(xp.any((y < 0) | (y >= num_classes))):
                 raise ValueError(f"y_{split} holds labels outside [0, {num_classes})")
@@ -222,9 +243,17 @@ class Solver:
                 last = next((v for v in reversed(self.loss_history) if math.isfinite(v)), None)
                 raise FloatingPointError(
                     f"loss became {value} at iteration {start + i + 1}; last finite loss {last}. "
-                    "Lower the learning rate or the weight scale."
+                    f"Lower the learning rate or the weight scale. {self._where_saved()}"
                 )
             self.loss_history.append(value)
+
+    def _where_saved(self):
+        """Say where the best parameters and the last checkpoint (written before the fault) are."""
+        where = f"The best parameters so far (val acc {self.best_val_acc:g}) are in solver.best_params"
+        path = None if self.checkpoint_name is None else f"{self.checkpoint_name}.npz"
+        if path is not None and os.path.exists(path):
+            return f"{where}; the last checkpoint, {path}, is intact (resume from it, or load_model it)."
+        return where + "."
 
     def check_accuracy(self, X, y, num_samples=None, batch_size=100):
         """Fraction of ``X`` the model labels as ``y``.
