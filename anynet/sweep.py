@@ -128,7 +128,11 @@ def _execute(trial, config: dict, sweep_id: str, index: int) -> dict:
     """Run ``trial(config)`` and turn what happens into a row; an exception becomes an error row."""
     worker = _dask_worker()
     if worker is not None:
-        worker.log_event(_EVENT_TOPIC, {"sweep": sweep_id, "trial": index, "worker": worker.address})
+        from distributed import get_client
+
+        # Through a client, which waits for the scheduler to store the event: a worker dying right after
+        # this line still leaves its attempt counted (the worker's own log_event is sent later, in a batch).
+        get_client().log_event(_EVENT_TOPIC, {"sweep": sweep_id, "trial": index, "worker": worker.address})
         _limit_threads()
         if config.get("backend") == "torch":
             import torch
@@ -356,7 +360,7 @@ def _run_on(client, trial, trials, pending, sweep_id, retries, record, bar):
         futures[future] = index
     try:
         for future in as_completed(futures):
-            index = futures[future]
+            index = futures.pop(future)
             try:
                 row = future.result()
             except Exception as exc:  # KilledWorker, or the task could not even run there
@@ -371,6 +375,8 @@ def _run_on(client, trial, trials, pending, sweep_id, retries, record, bar):
                 died = ", ".join(starts[:-1] if row["status"] == "ok" else starts)
                 bar.note(f"trial {index}: its worker died ({died}); run {len(starts)} times, now {row['status']}")
             record(index, row, max(len(starts), 1))
+            # Recorded: let the worker drop it, so a worker dying later does not make Dask recompute it.
+            future.release()
     finally:
         client.cancel(list(futures))
 

@@ -270,9 +270,11 @@ def test_killing_a_worker_mid_trial_reruns_its_trial_elsewhere(client, data_root
     assert len(killed) == 1
     assert [r["status"] for r in rows] == ["ok"] * 4
     assert _results(rows) == _results(small_reference)
-    retried = [r for r in rows if r["attempts"] > 1]
-    assert len(retried) == 1 and retried[0]["attempts"] == 2
-    assert (retried[0]["learning_rate"], retried[0]["hidden_dims"]) == (1.5e-3, [40])
+    stalled = rows[3]
+    assert (stalled["learning_rate"], stalled["hidden_dims"]) == (1.5e-3, [40])
+    assert stalled["attempts"] == 2
+    # A trial that finished on the killed worker just before, its result not yet fetched, is run again too.
+    assert all(r["attempts"] in (1, 2) for r in rows[:3])
 
 
 # ---- a real scheduler and workers -------------------------------------------------------------------------------
