@@ -432,10 +432,15 @@ def main(args) -> int:
         raise ValueError(f"--workers must be 0 or more; got {args.workers}")
     if args.workers is not None and args.scheduler is not None:
         raise ValueError("--workers starts a local cluster and --scheduler names another; give one")
-    rows = sweep(
-        args.grid, config_from_args(args), scheduler=args.scheduler, workers=args.workers, out_dir=out,
-        random=args.random, random_seed=args.random_seed, resume=args.resume is not None, progress=not args.quiet,
-    )
+    try:
+        rows = sweep(
+            args.grid, config_from_args(args), scheduler=args.scheduler, workers=args.workers, out_dir=out,
+            random=args.random, random_seed=args.random_seed, resume=args.resume is not None,
+            progress=not args.quiet,
+        )
+    except KeyboardInterrupt:
+        print(f"anynet sweep: interrupted; finished trials are in {out}, continue with --resume", file=sys.stderr)
+        return 130
     failed = sum(row["status"] != "ok" for row in rows)
     print(f"{len(rows)} trials, {failed} failed; results in {Path(out) / 'results.csv'}")
     best = best_row(rows)

@@ -211,9 +211,25 @@ def test_the_command_runs_a_sweep_and_reports_mistakes_in_one_line(data_root, sm
     assert [r["config"]["hidden_dims"] for r in rows] == [[5], [40]] * 2
     assert all(r["config"]["weight_scale"] == 1e-2 for r in rows)
     assert _results(rows) == _results(small_reference)
+    # Resuming a finished sweep trains nothing and reports the same table.
+    mtime = (out / "results.json").stat().st_mtime_ns
+    code = cli_main(["sweep", "--grid", *GRID[:2], "--workers", "0", "--quiet", "--resume", str(out), *flags])
+    assert code == 0 and "4 trials, 0 failed" in capsys.readouterr().out
+    assert (out / "results.json").stat().st_mtime_ns == mtime
     code = cli_main(["sweep", "--grid", "lr=1", "--workers", "0", "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "'lr' is not a train flag" in err
+
+
+def test_random_points_are_trained_seeded_and_inside_the_grid(data_root):
+    grid = ["learning-rate=1e-4,1e-2", "hidden-dims=5,40"]
+    rows = sweep(grid, _base(data_root), workers=0, random=3, random_seed=7)
+    again = sweep(grid, _base(data_root), workers=0, random=3, random_seed=7)
+    assert len(rows) == 3 and _results(rows) == _results(again)
+    assert [r["learning_rate"] for r in rows] == [r["learning_rate"] for r in again]
+    assert all(1e-4 <= r["learning_rate"] <= 1e-2 and r["hidden_dims"] in ([5], [40]) for r in rows)
+    assert all(r["config"]["learning_rate"] == r["learning_rate"] for r in rows)
+    assert len({r["learning_rate"] for r in rows}) == 3
 
 
 # ---- Dask -------------------------------------------------------------------------------------------------------
