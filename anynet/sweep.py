@@ -11,7 +11,6 @@ recorded with its error; a trial whose worker dies is run again elsewhere.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import traceback
@@ -333,7 +332,9 @@ def sweep(grid, base_config=None, client=None, *, scheduler=None, workers=None, 
 
                     client = own = Client(scheduler, timeout="30s")
                 else:
-                    own = _local_client(workers or os.cpu_count() or 1)
+                    from dask.system import CPU_COUNT  # the cores this process may use, cgroups included
+
+                    own = _local_client(workers or CPU_COUNT)
                     client = own[0]
             _run_on(client, trial, trials, pending, sweep_id, retries, record, bar)
     finally:
