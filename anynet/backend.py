@@ -147,7 +147,11 @@ def resolve_device(name: str, device=None):
                 return cupy.cuda.Device()
             if isinstance(device, str) and device.startswith("cuda"):
                 device = device.partition(":")[2] or 0
-            return device if isinstance(device, cupy.cuda.Device) else cupy.cuda.Device(int(device))
+            device = device if isinstance(device, cupy.cuda.Device) else cupy.cuda.Device(int(device))
+            # CuPy accepts any id here and fails only at first use, with its own error.
+            if not 0 <= device.id < cupy.cuda.runtime.getDeviceCount():
+                raise ValueError
+            return device
         if name == "numpy":
             if device not in (None, "cpu"):
                 raise ValueError
