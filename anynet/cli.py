@@ -149,6 +149,7 @@ def run_train(args):
     """Run ``anynet train``; return the exit code."""
     from .train import new_run_dir, train
 
+    fresh = args.out is None and args.resume is None
     if args.out is not None:
         out = Path(args.out)
     elif args.resume is not None:
@@ -162,6 +163,10 @@ def run_train(args):
         hint = f"; continue with: anynet train --resume {ckpt}" if ckpt.exists() else ""
         print(f"anynet train: interrupted{hint}", file=sys.stderr)
         return 130
+    except BaseException:
+        if fresh and not any(out.iterdir()):
+            out.rmdir()  # a run that failed before writing anything leaves no empty folder
+        raise
     test = "n/a" if metrics["test_acc"] is None else f"{metrics['test_acc']:.4f}"
     print(f"val acc {metrics['val_acc']:.4f}, test acc {test} "
           f"(best val acc during training {metrics['best_val_acc']:.4f})")
