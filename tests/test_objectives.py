@@ -167,3 +167,45 @@ def test_gplvm_without_linalg_names_backend():
             gplvm_log_likelihood(X, Y, 1.0, 1.0)
     finally:
         array_api_strict.reset_array_api_strict_flags()
+
+
+# ---------------------------------------------------------------- the example
+
+
+def _example():
+    """The module ``examples/linear_autoencoder.py``."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "linear_autoencoder.py"
+    spec = importlib.util.spec_from_file_location("linear_autoencoder_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_example_compare_subspaces():
+    ex = _example()
+    rng = np.random.default_rng(7)
+    Q, _ = np.linalg.qr(rng.standard_normal((6, 4)))
+    U, V = Q[:, :2], Q[:, 2:]
+    # The same subspace given by a non-orthonormal basis: zero angle and distance.
+    same = ex.compare_subspaces(rng.standard_normal((2, 2)) @ U.T, U)
+    assert same["max_angle_deg"] < 1e-5 and same["projector_distance"] < 1e-12
+    # Orthogonal subspaces: 90 degrees, distance sqrt(2 m).
+    far = ex.compare_subspaces(V.T, U)
+    np.testing.assert_allclose(far["max_angle_deg"], 90.0)
+    np.testing.assert_allclose(far["projector_distance"], 2.0)
+    assert far["orthonormality"] < 1e-12
+
+
+def test_example_learns_the_principal_subspace(backend_name, capsys):
+    ex = _example()
+    result = ex.main(["-n", "12", "-m", "2", "-N", "200", "--steps", "300", "--learning-rate", "0.1",
+                      "--print-every", "0", "--backend", backend_name])
+    assert result["shape"] == (12, 200)
+    assert result["max_angle_deg"] < 0.05
+    assert result["projector_distance"] < 1e-3
+    assert result["orthonormality"] < 1e-3  # W W^T = I: W^T W is the projector onto the subspace
+    assert result["final_loss"] <= result["pca_loss"] * (1 + 1e-4)
+    assert "principal angle" in capsys.readouterr().out
