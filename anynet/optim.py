@@ -58,13 +58,36 @@ def _state(config, name, w):
     return array_namespace(w).zeros_like(w) if value is None else value
 
 
+def _hyper(config, *names):
+    """The hyperparameters ``names`` as Python floats, which keep the arrays' dtype (a NumPy float64 would not)."""
+    return [float(config[name]) for name in names]
+
+
+def _add_to(step, w):
+    """``w + step``, written into ``step`` (a fresh array of this module) when the dtypes agree."""
+    if step.dtype != w.dtype or step.shape != w.shape:
+        return w + step
+    # In place: saves one allocation and one pass over every parameter at every step.
+    step += w
+    return step
+
+
+def _running_mean(old, new, keep):
+    """``keep * old + (1 - keep) * new`` as ``old + (1 - keep) * (new - old)``: one new array, no temporaries."""
+    out = new - old
+    out *= 1.0 - keep
+    out += old
+    return out
+
+
 def sgd(w, dw, config=None):
     """Vanilla stochastic gradient descent: ``w - learning_rate * dw``.
 
     config: ``learning_rate`` (1e-2).
     """
     config = _config(config, learning_rate=1e-2)
-    return w - config["learning_rate"] * dw, config
+    (lr,) = _hyper(config, "learning_rate")
+    return _add_to(dw * -lr, w), config
 
 
 def sgd_momentum(w, dw, config=None):
@@ -73,7 +96,9 @@ def sgd_momentum(w, dw, config=None):
     config: ``learning_rate`` (1e-2), ``momentum`` (0.9), state ``velocity``.
     """
     config = _config(config, ("velocity",), learning_rate=1e-2, momentum=0.9)
-    v = config["momentum"] * _state(config, "velocity", w) - config["learning_rate"] * dw
+    lr, mu = _hyper(config, "learning_rate", "momentum")
+    v = dw * -lr
+    v += mu * _state(config, "velocity", w)
     config["velocity"] = v
     return w + v, config
 
@@ -86,11 +111,15 @@ def nesterov_momentum(w, dw, config=None):
     config: ``learning_rate`` (1e-2), ``momentum`` (0.9), state ``velocity``.
     """
     config = _config(config, ("velocity",), learning_rate=1e-2, momentum=0.9)
-    mu = config["momentum"]
-    v = _state(config, "velocity", w)
-    next_v = mu * v - config["learning_rate"] * dw
+    lr, mu = _hyper(config, "learning_rate", "momentum")
+    g = dw * -lr
+    next_v = _state(config, "velocity", w) * mu
+    next_v += g
     config["velocity"] = next_v
-    return w - mu * v + (1 + mu) * next_v, config
+    # (1 + mu) * next_v - mu * v == mu * next_v - lr * dw, which needs no copy of v.
+    step = next_v * mu
+    step += g
+    return _add_to(step, w), config
 
 
 def rmsprop(w, dw, config=None):
@@ -102,10 +131,14 @@ def rmsprop(w, dw, config=None):
     """
     config = _config(config, ("cache",), learning_rate=1e-2, decay_rate=0.99, epsilon=1e-8)
     xp = array_namespace(w, dw)
-    rho = config["decay_rate"]
-    cache = rho * _state(config, "cache", w) + (1 - rho) * (dw * dw)
+    lr, rho, eps = _hyper(config, "learning_rate", "decay_rate", "epsilon")
+    cache = _running_mean(_state(config, "cache", w), dw * dw, rho)
     config["cache"] = cache
-    return w - config["learning_rate"] * dw / (xp.sqrt(cache) + config["epsilon"]), config
+    step = xp.sqrt(cache)
+    step += eps
+    step = dw / step
+    step *= -lr
+    return _add_to(step, w), config
 
 
 def adam(w, dw, config=None):
@@ -116,14 +149,19 @@ def adam(w, dw, config=None):
     """
     config = _config(config, ("m", "v", "t"), learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8)
     xp = array_namespace(w, dw)
-    b1, b2 = config["beta1"], config["beta2"]
+    lr, b1, b2, eps = _hyper(config, "learning_rate", "beta1", "beta2", "epsilon")
     t = config.get("t", 0) + 1
-    m = b1 * _state(config, "m", w) + (1 - b1) * dw
-    v = b2 * _state(config, "v", w) + (1 - b2) * (dw * dw)
+    m = _running_mean(_state(config, "m", w), dw, b1)
+    v = _running_mean(_state(config, "v", w), dw * dw, b2)
     config.update(m=m, v=v, t=t)
-    m_hat = m / (1 - b1**t)
-    v_hat = v / (1 - b2**t)
-    return w - config["learning_rate"] * m_hat / (xp.sqrt(v_hat) + config["epsilon"]), config
+    # lr * m_hat / (sqrt(v_hat) + eps) with the bias corrections folded into two
+    # scalars: lr * sqrt(c2) / c1 * m / (sqrt(v) + eps * sqrt(c2)); no m_hat, v_hat arrays.
+    root_c2 = math.sqrt(1.0 - b2**t)
+    step = xp.sqrt(v)
+    step += eps * root_c2
+    step = m / step
+    step *= -lr * root_c2 / (1.0 - b1**t)
+    return _add_to(step, w), config
 
 
 UPDATE_RULES = {
