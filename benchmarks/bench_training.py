@@ -1,0 +1,95 @@
+"""asv benchmarks: CIFAR-10-shaped training throughput, step time and peak memory.
+
+Per backend (numpy, torch on the CPU; cupy and torch on CUDA when a GPU is
+there, skipped otherwise) and per model: TwoLayerNet of width 50 and 200, and
+FullyConnectedNet [512, 256] with batch normalization, dropout 0.25 and Adam;
+float32, batch 200. The data is the real CIFAR-10 when ``$ANYNET_DATA`` holds
+it, otherwise random images of the same shape: the ``data`` parameter says
+which. GPU work is synchronized inside every timed region.
+"""
+
+from anynet import backend as _backend
+from anynet.bench import AnynetRun, find_cifar10, load_data
+
+BACKENDS = ["numpy", "torch", "cupy", "torch-cuda"]
+MODELS = ["two-layer-50", "two-layer-200", "fc-512-256-bn-dropout-adam"]
+DATA = ["cifar10" if find_cifar10() else "random"]
+BATCH = 200
+ITERATIONS = 20
+NUM_TRAIN = 2000
+
+
+def _where(name):
+    """anynet backend and device of benchmark backend ``name``; NotImplementedError (asv: skip) when absent."""
+    backend, device = ("torch", "cuda") if name == "torch-cuda" else (name, None)
+    try:
+        _backend.namespace(backend)
+        if device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise NotImplementedError("torch sees no CUDA device")
+        return backend, _backend.resolve_device(backend, device)
+    except _backend.BackendUnavailableError as exc:
+        raise NotImplementedError(str(exc)) from None
+
+
+def _run(name, model, iterations):
+    """An ``AnynetRun`` (Solver, model, data on the device) of benchmark parameters."""
+    backend, device = _where(name)
+    data, _ = load_data(NUM_TRAIN, BATCH)
+    kind, hidden = ("fc", 0) if model.startswith("fc") else ("two-layer", int(model.rsplit("-", 1)[1]))
+    return AnynetRun(data, backend, device, kind, hidden or 100, BATCH, iterations)
+
+
+class Training:
+    """Training through the public ``Solver``."""
+
+    params = (BACKENDS, MODELS, DATA)
+    param_names = ["backend", "model", "data"]
+    timeout = 300
+
+    def setup(self, name, model, data):
+        self.run = _run(name, model, ITERATIONS)
+        self.run()  # warm up: first-call costs (allocator pools, kernels) are not the steady state
+
+    def track_images_per_s(self, name, model, data):
+        """Median throughput of three ``Solver.train()`` runs of 20 minibatches (device synchronized)."""
+        rates = sorted(BATCH * ITERATIONS / self.run() for _ in range(3))
+        return rates[1]
+
+    track_images_per_s.unit = "images/s"
+
+
+class Step:
+    """One forward and backward pass, ``model.loss(X, y)``, of one minibatch."""
+
+    params = (BACKENDS, MODELS, DATA)
+    param_names = ["backend", "model", "data"]
+
+    def setup(self, name, model, data):
+        run = _run(name, model, 1)
+        self.model, self.sync = run.model, run.sync
+        solver = run.solver
+        self.X = solver.X_train[:BATCH, ...]
+        self.y = solver.y_train[:BATCH]
+        self.model.rng = _backend.Generator(0, self.model.backend, self.model.device)
+        self.model.loss(self.X, self.y)
+        self.sync()
+
+    def time_forward_backward(self, name, model, data):
+        self.model.loss(self.X, self.y)
+        self.sync()
+
+
+class Memory:
+    """Peak resident memory of the process over a short training run (host memory)."""
+
+    params = (BACKENDS, MODELS, DATA)
+    param_names = ["backend", "model", "data"]
+
+    def setup(self, name, model, data):
+        self.run = _run(name, model, ITERATIONS)
+
+    def peakmem_train(self, name, model, data):
+        self.run()
