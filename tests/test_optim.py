@@ -371,3 +371,14 @@ def test_optimizer_state_resumes_from_checkpoint(rule, tmp_path):
         for k in STATE[rule]:
             np.testing.assert_allclose(resumed.optim_configs[p][k], full.optim_configs[p][k], rtol=1e-12)
     assert resumed.loss_history == pytest.approx(full.loss_history, rel=1e-12)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_numpy_scalar_hyperparameters_keep_float32(xp, device, rule):
+    # Under NumPy 2 promotion a np.float64 scalar would turn float32 arrays into float64.
+    config = {k: np.float64(v) for k, v in DEFAULTS[rule].items()}
+    w = xp.ones((3, 2), dtype=xp.float32, device=device)
+    for _ in range(2):
+        w, config = getattr(optim, rule)(w, xp.ones((3, 2), dtype=xp.float32, device=device), config)
+        assert w.dtype == xp.float32
+        assert all(config[name].dtype == xp.float32 for name in STATE[rule])
