@@ -172,6 +172,11 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     eps = bn_param.get("eps", 1e-5)
     momentum = bn_param.get("momentum", 0.9)
     D = x.shape[1]
+    if tuple(gamma.shape) != (D,) or tuple(beta.shape) != (D,):
+        raise ValueError(
+            f"gamma and beta must have shape ({D},) for x of shape {tuple(x.shape)}; "
+            f"got {tuple(gamma.shape)} and {tuple(beta.shape)}"
+        )
     if mode not in ("train", "test"):
         raise ValueError(f'bn_param["mode"] must be "train" or "test"; got {mode!r}')
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:

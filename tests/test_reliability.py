@@ -288,6 +288,8 @@ def test_update_rules_accept_their_own_state():
         (lambda: layers.softmax_loss(np.ones((2, 3)), np.zeros(2)), TypeError, ["y", "integer", "float64"]),
         (lambda: layers.batchnorm_forward(np.ones((2, 3)), np.ones(3), np.zeros(3), {"mode": "eval"}), ValueError,
          ['bn_param["mode"]', '"train" or "test"', "'eval'"]),
+        (lambda: layers.batchnorm_forward(np.ones((2, 3)), np.ones(4), np.zeros(3), {"mode": "train"}),
+         ValueError, ["gamma and beta", "shape (3,)", "(4,) and (3,)"]),
         (lambda: layers.dropout_forward(np.ones(3), {"p": 1.0, "mode": "train"}), ValueError,
          ['dropout_param["p"]', "[0, 1)", "1.0"]),
         (lambda: layers.dropout_forward(np.ones(3), {"p": 0.5, "mode": "eval"}), ValueError,
