@@ -764,3 +764,21 @@ def test_interrupted_extraction_leaves_no_half_dataset(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert data.download_cifar10(root, url=archive, md5=md5, quiet=True) == root / "cifar-10-batches-py"
     assert len(data.load_cifar10(root)[0]) == 50
+
+
+def test_command_interrupted_says_how_to_resume(capsys, tmp_path, data_dir, monkeypatch):
+    out = tmp_path / "run"
+    real_step = anynet.Solver._step
+    steps = []
+
+    def step_then_ctrl_c(self):
+        steps.append(1)
+        if len(steps) == 10:
+            raise KeyboardInterrupt
+        real_step(self)
+
+    monkeypatch.setattr(anynet.Solver, "_step", step_then_ctrl_c)
+    assert cli.main(["train", "--data-dir", str(data_dir), *SIZES, "--epochs", "4", "--out", str(out)]) == 130
+    err = _one_line_error(capsys)
+    assert f"anynet train --resume {out / 'checkpoint.npz'}" in err
+    assert load_npz(out / "checkpoint.npz")[1]["solver"]["t"] == 8
