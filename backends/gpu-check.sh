@@ -24,22 +24,25 @@ PY
 
 for b in cupy torch; do
   # torch's default device is "cuda" whenever a GPU is visible, so this run is torch on CUDA.
-  ANYNET_TEST_BACKENDS=$b timeout 240 $py -m pytest -q -p no:cacheprovider tests -x \
+  ANYNET_TEST_BACKENDS=$b timeout ${TEST_TIMEOUT:-200} $py -m pytest -q -p no:cacheprovider tests -x \
     > "$OUT/tests-$b.log" 2>&1 || status=1
 done
 
 # Throughput: anynet (cupy, torch-cuda) against PyTorch CUDA eager, batch 200 and 4096, synchronised timings.
 : > "$OUT/bench.txt"
 for args in "--backend cupy --batch-size 200" "--backend cupy --batch-size 4096" \
-            "--backend torch --device cuda --batch-size 200" "--backend torch --device cuda --batch-size 4096" \
-            "--backend cupy --model fc --batch-size 200"; do
+            "--backend torch --device cuda --batch-size 200" "--backend cupy --model fc --batch-size 200"; do
   echo "## compare.py $args" >> "$OUT/bench.txt"
-  timeout 150 $py benchmarks/compare.py $args ${QUICK:+--repeats 3} >> "$OUT/bench.txt" 2>&1 || status=1
+  timeout 100 $py benchmarks/compare.py $args ${QUICK:+--repeats 3 --iterations 50} >> "$OUT/bench.txt" 2>&1 || status=1
+done
+for b in cupy torch; do
+  echo "## sync_check.py --backend $b" >> "$OUT/bench.txt"
+  timeout 60 $py benchmarks/sync_check.py --backend $b >> "$OUT/bench.txt" 2>&1 || status=1
 done
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv > "$OUT/nvidia-smi-after.txt" 2>&1 || true
 
 echo "== GPU:  $(cat "$OUT/gpu.txt")"
 cat "$OUT/versions.txt"
 for b in cupy torch; do echo "== tests on $b: $(tail -n 1 "$OUT/tests-$b.log")"; done
-echo "== benchmarks"; grep -vE '^\s*$' "$OUT/bench.txt" | tail -n 40
+echo "== benchmarks"; grep -vE '^\s*$' "$OUT/bench.txt" | tail -n 60
 exit $status
