@@ -51,6 +51,23 @@ def set_threads(n):
     return how
 
 
+def keep_freed_memory():
+    """Ask glibc to keep freed blocks for reuse instead of returning them to the OS.
+
+    NumPy's multi-megabyte temporaries otherwise come back as fresh pages that
+    fault in (zero-filled) at every training step. Process-wide: in ``compare``
+    it serves every contestant alike. Returns whether the setting took.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 28) and libc.mallopt(m_trim_threshold, 1 << 30))
+    except (OSError, AttributeError):
+        return False
+
+
 def blas_info():
     """One line per BLAS NumPy loaded (library, version, kernel, threads), when threadpoolctl can tell."""
     try:
@@ -328,6 +345,7 @@ class GemmFloor:
 def compare(
     backend="numpy", device=None, model="two-layer", hidden=100, batch_size=200, threads=None,
     repeats=5, iterations=100, num_train=None, data_dir=None, seed=0, torch_device=None, log=None,
+    keep_memory=False,
 ):
     """Train one model three ways, taking turns, and return the figures.
 
@@ -354,6 +372,8 @@ def compare(
         PyTorch's device; default cuda for GPU backends, else cpu.
     log : callable, optional
         Receives progress lines.
+    keep_memory : bool
+        Call ``keep_freed_memory()`` first (glibc; affects every contestant).
 
     Returns
     -------
@@ -370,6 +390,7 @@ def compare(
     log = log or (lambda line: None)
     threads = threads or os.cpu_count() or 1
     thread_control = set_threads(threads)
+    kept = keep_memory and keep_freed_memory()
     from . import backend as _backend
 
     dev = _backend.resolve_device(backend, device)
@@ -421,6 +442,7 @@ def compare(
         "model": model if model == "fc" else f"two-layer hidden {hidden}",
         "batch_size": batch_size, "dtype": "float32", "iterations": iterations, "repeats": repeats,
         "threads": threads, "thread_control": thread_control, "data": source, "num_train": num_train,
+        "malloc": "glibc keeps freed memory (mallopt)" if kept else "default glibc malloc",
         "cpu": f"{cpu_model()}, {os.cpu_count()} cores", "blas": blas_info(), "floor": contestants["gemm_floor"].where,
         "versions": versions, "date": time.strftime("%Y-%m-%d %H:%M"), "notes": notes,
     }
@@ -450,7 +472,7 @@ def format_report(result):
         f"date {s['date']}; {s['cpu']}" + (f"; GPU {s['gpu']}" if "gpu" in s else ""),
         f"model {s['model']}, batch {s['batch_size']}, {s['dtype']}, {s['iterations']} iterations x "
         f"{s['repeats']} alternating runs, {s['threads']} threads ({s['thread_control']}), data {s['data']} "
-        f"({s['num_train']} training images)",
+        f"({s['num_train']} training images), {s['malloc']}",
         f"anynet backend {s['backend']} on {s['device']}; torch on {s['torch_device']}; floor {s['floor']}",
         "BLAS: " + "; ".join(s["blas"]),
         "versions: " + ", ".join(f"{k} {v}" for k, v in s["versions"].items()),
@@ -482,6 +504,8 @@ def build_parser(parser=None):
     parser.add_argument("--num-train", type=int, default=None, help="training images (default 10000)")
     parser.add_argument("--data", default=None, help="folder with cifar-10-batches-py (default $ANYNET_DATA)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep-memory", action="store_true",
+                        help="tell glibc to keep freed memory (no page faults on reuse), for every contestant")
     parser.add_argument("--quiet", action="store_true", help="print only the result")
     return parser
 
@@ -493,6 +517,7 @@ def run_from_args(args):
         backend=args.backend, device=args.device, model=args.model, hidden=args.hidden,
         batch_size=args.batch_size, threads=args.threads, repeats=args.repeats, iterations=args.iterations,
         num_train=args.num_train, data_dir=args.data, seed=args.seed, torch_device=args.torch_device, log=log,
+        keep_memory=args.keep_memory,
     )
     print(format_report(result))
     return 0
