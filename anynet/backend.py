@@ -242,19 +242,25 @@ class Generator:
         self.seed = seed
         host_seq, device_seq = _seed_words(seed).spawn(2)
         self._host = np.random.default_rng(host_seq)
-        device_seed = int(device_seq.generate_state(1, np.uint64)[0] >> 1)
-        if self.backend == "torch":
-            import torch
+        self._device_seed = int(device_seq.generate_state(1, np.uint64)[0] >> 1)
+        self._device_rng = None
 
-            self._device_rng = torch.Generator(device=self.device)
-            self._device_rng.manual_seed(device_seed)
-        elif self.backend == "cupy":
-            import cupy
+    def _device_generator(self):
+        """The backend's own generator, created on first use: CuPy's takes milliseconds to set up."""
+        if self._device_rng is None:
+            if self.backend == "torch":
+                import torch
 
-            with self.device:
-                self._device_rng = cupy.random.default_rng(device_seed)
-        else:
-            self._device_rng = np.random.default_rng(device_seed)
+                self._device_rng = torch.Generator(device=self.device)
+                self._device_rng.manual_seed(self._device_seed)
+            elif self.backend == "cupy":
+                import cupy
+
+                with self.device:
+                    self._device_rng = cupy.random.default_rng(self._device_seed)
+            else:
+                self._device_rng = np.random.default_rng(self._device_seed)
+        return self._device_rng
 
     def _put(self, host: np.ndarray):
         """Move a host array to this generator's backend and device."""
@@ -280,12 +286,12 @@ class Generator:
             import torch
 
             return torch.rand(
-                shape, generator=self._device_rng, device=self.device,
+                shape, generator=self._device_generator(), device=self.device,
                 dtype=dtype_of(torch, dtype),
             )
         if self.backend == "cupy":
             import cupy
 
             with self.device:
-                return self._device_rng.random(shape, dtype=dtype_of(cupy, dtype))
-        return self._put(self._device_rng.random(shape, dtype=dtype_of(np, dtype)))
+                return self._device_generator().random(shape, dtype=dtype_of(cupy, dtype))
+        return self._put(self._device_generator().random(shape, dtype=dtype_of(np, dtype)))

@@ -10,6 +10,7 @@ raises. Prints the number of steps checked; exits 1 on a synchronization.
 import argparse
 import sys
 import time
+import traceback
 
 
 def main(argv=None):
@@ -56,6 +57,8 @@ def main(argv=None):
                 solver.t += 1
     except Exception as exc:  # the libraries raise their own error types on a synchronization
         print(f"SYNC in a training step ({args.backend}, {args.model}): {type(exc).__name__}: {exc}")
+        for frame in traceback.extract_tb(exc.__traceback__)[-4:]:
+            print(f"  at {frame.filename}:{frame.lineno} {frame.line}")
         return 1
     run.sync()
     seconds = time.perf_counter() - start
