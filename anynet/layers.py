@@ -30,6 +30,17 @@ def _check_scores_labels(x, y):
     return xp
 
 
+def _zero(x, xp):
+    """A 0-d zero of ``x``'s dtype and device.
+
+    ``maximum(x, 0.0)`` would make PyTorch copy the Python scalar to the GPU (a
+    synchronizing transfer), and array-api-compat's ``clip`` on CuPy assigns
+    through a boolean mask (another synchronization); a zero made on the device
+    costs neither.
+    """
+    return xp.zeros((), dtype=x.dtype, device=device(x))
+
+
 def _one_hot(y, C, xp):
     """Boolean (N, C) array, True where column == label."""
     return y[:, None] == xp.arange(C, dtype=y.dtype, device=device(y))[None, :]
@@ -91,8 +102,7 @@ def _affine_backward(dout, cache, need_dx):
 def relu_forward(x):
     """Rectified linear unit, ``max(x, 0)``; returns ``(out, cache)``."""
     xp = array_namespace(x)
-    # clip, not maximum: PyTorch's maximum copies the scalar 0 to the GPU, a synchronizing transfer.
-    out = xp.clip(x, min=0.0)
+    out = xp.maximum(x, _zero(x, xp))
     return out, out
 
 
@@ -139,7 +149,7 @@ def svm_loss(x, y):
     N, C = x.shape
     is_label = _one_hot(y, C, xp)
     correct = xp.take_along_axis(x, y[:, None], axis=1)
-    margins = xp.where(is_label, 0.0, xp.clip(x - correct + 1.0, min=0.0))
+    margins = xp.where(is_label, 0.0, xp.maximum(x - correct + 1.0, _zero(x, xp)))
     loss = xp.sum(margins) / N
     positive = xp.astype(margins > 0, x.dtype)
     num_positive = xp.sum(positive, axis=1, keepdims=True)
