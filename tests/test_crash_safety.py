@@ -23,7 +23,7 @@ from cifar_files import write_cifar10
 
 from anynet.checkpoint import load_npz
 
-EPOCHS = 120
+EPOCHS = 300
 FLAGS = ["--num-training", "40", "--num-validation", "20", "--num-test", "20", "--batch-size", "10",
          "--hidden-dims", "8", "--update-rule", "sgd_momentum", "--learning-rate", "1e-3", "--seed", "5",
          "--epochs", str(EPOCHS), "--quiet"]
@@ -129,7 +129,7 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(tmp_path
             if _wait_for_a_write(proc, out, known):
                 time.sleep(rng.uniform(0, 0.01))
         else:
-            time.sleep(rng.uniform(0.05, 1.2))
+            time.sleep(rng.uniform(0.05, 1.0))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)
