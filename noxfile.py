@@ -25,3 +25,11 @@ def lint(session):
     """ruff over the package, tests and benchmarks."""
     session.install("ruff>=0.6")
     session.run("ruff", "check", "anynet", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def bench(session):
+    """asv's quick run of the training benchmarks on this machine's interpreter."""
+    session.install("-e", ".[bench]", "-r", "backends/torch.txt")
+    session.run("asv", "machine", "--yes")
+    session.run("asv", "run", "--python=same", "--quick", "--show-stderr", *session.posargs)

@@ -526,3 +526,16 @@ def run_from_args(args):
 def main(argv=None):
     """Command-line entry point; returns the exit status."""
     return run_from_args(build_parser().parse_args(argv))
+
+
+def add_parser(subparsers):
+    """Add ``anynet bench`` to the ``anynet`` command's subparsers and return its parser."""
+    parser = subparsers.add_parser(
+        "bench",
+        help="anynet vs PyTorch eager vs the GEMM floor, side by side",
+        description="Train the same model three ways in one process, alternating, and print the median images/s "
+        "and their ratios: anynet through the Solver, PyTorch eager, and only the matrix products of a step.",
+    )
+    build_parser(parser)
+    parser.set_defaults(run=run_from_args)
+    return parser

@@ -22,6 +22,7 @@ COMMANDS = {
     "train": "anynet.cli:add_train_parser",
     "evaluate": "anynet.cli:add_evaluate_parser",
     "sweep": "anynet.sweep:add_parser",
+    "bench": "anynet.bench:add_parser",
 }
 # Errors caused by what the user typed or pointed at: one line, exit code 2.
 USER_ERRORS = (ValueError, TypeError, BackendUnavailableError, CheckpointError, FileNotFoundError,
