@@ -9,7 +9,7 @@ two orthogonal projectors.
 
 Run ``python examples/linear_autoencoder.py`` (synthetic low-rank data) or
 ``python examples/linear_autoencoder.py --data cifar`` (8x8 RGB patches of
-CIFAR-10 from ``--cifar-dir``, default /tmp/cifar). ``--backend`` picks any
+CIFAR-10 from ``--data-dir``, default ``$ANYNET_DATA`` or ``~/.cache/anynet``). ``--backend`` picks any
 anynet backend. ``main`` returns the measurements, so tests can call it.
 """
 
@@ -19,7 +19,6 @@ import argparse
 import math
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -39,11 +38,11 @@ def synthetic_data(n=20, m=3, N=500, noise=0.05, seed=0):
 
 def cifar_patches(folder, N=5000, size=8, seed=0):
     """(3 * size**2, N) centered random patches of the first CIFAR-10 training batch, scaled to [0, 1]."""
-    from anynet.data import find_cifar10, load_batch
+    from anynet.data import data_root, find_cifar10, load_batch
 
-    found = find_cifar10(folder)
+    found = find_cifar10(data_root(folder))
     if found is None:
-        raise FileNotFoundError(f"no cifar-10-batches-py under {folder}; run ../shared/datasets/make_cifar10.py")
+        raise FileNotFoundError(f"no cifar-10-batches-py under {data_root(folder)}; see README for how to get it")
     images, _ = load_batch(found / "data_batch_1")
     rng = np.random.default_rng(seed)
     k = rng.integers(0, images.shape[0], N)
@@ -120,7 +119,7 @@ def main(argv=None):
     """Parse ``argv``, train, print and return the comparison with PCA (a dict)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=["synthetic", "cifar"], default="synthetic")
-    parser.add_argument("--cifar-dir", default="/tmp/cifar")
+    parser.add_argument("--data-dir", default=None, help="folder holding cifar-10-batches-py (for --data cifar)")
     parser.add_argument("-n", type=int, default=20, help="data dimension (synthetic)")
     parser.add_argument("-m", type=int, help="code dimension (default 3, or 4 for cifar)")
     parser.add_argument("-N", type=int, help="number of data columns (default 500, or 2000 for cifar)")
@@ -142,7 +141,7 @@ def main(argv=None):
         parser.error("need 0 < m < n")
 
     if cifar:
-        X = cifar_patches(Path(args.cifar_dir), N=args.N, seed=args.seed)
+        X = cifar_patches(args.data_dir, N=args.N, seed=args.seed)
     else:
         X = synthetic_data(args.n, args.m, args.N, args.noise, args.seed)
     U = principal_subspace(X, args.m)
