@@ -8,6 +8,7 @@ small sizes, never for training.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -19,6 +20,17 @@ from . import backend as _backend
 def _indices(shape):
     """Every multi-index of an array of ``shape``."""
     return itertools.product(*(range(n) for n in shape))
+
+
+def _centered(f, x, ix, h, read):
+    """``(read(f(x + h e_ix)), read(f(x - h e_ix)))``, with ``x[ix]`` put back afterwards."""
+    old = float(x[ix])
+    x[ix] = old + h
+    plus = read(f(x))
+    x[ix] = old - h
+    minus = read(f(x))
+    x[ix] = old
+    return plus, minus
 
 
 def eval_numerical_gradient(f, x, verbose=True, h=1e-5):
@@ -42,12 +54,7 @@ def eval_numerical_gradient(f, x, verbose=True, h=1e-5):
     xp = array_namespace(x)
     grad = xp.zeros_like(x)
     for ix in _indices(x.shape):
-        old = float(x[ix])
-        x[ix] = old + h
-        fxph = float(f(x))
-        x[ix] = old - h
-        fxmh = float(f(x))
-        x[ix] = old
+        fxph, fxmh = _centered(f, x, ix, h, float)
         grad[ix] = (fxph - fxmh) / (2 * h)
         if verbose:
             print(ix, float(grad[ix]))
@@ -62,13 +69,10 @@ def eval_numerical_gradient_array(f, x, df, h=1e-5):
     """
     xp = array_namespace(x, df)
     grad = xp.zeros_like(x)
+    # f may return a view of x: copy each output before x changes again.
+    copy = functools.partial(xp.asarray, copy=True)
     for ix in _indices(x.shape):
-        old = float(x[ix])
-        x[ix] = old + h
-        pos = xp.asarray(f(x), copy=True)
-        x[ix] = old - h
-        neg = f(x)
-        x[ix] = old
+        pos, neg = _centered(f, x, ix, h, copy)
         grad[ix] = xp.sum((pos - neg) * df) / (2 * h)
     return grad
 
@@ -83,12 +87,7 @@ def grad_check_sparse(f, x, analytic_grad, num_checks=10, h=1e-5, seed=None):
     errors = []
     for k in flat:
         ix = tuple(int(i) for i in _unravel(k, x.shape))
-        old = float(x[ix])
-        x[ix] = old + h
-        fxph = float(f(x))
-        x[ix] = old - h
-        fxmh = float(f(x))
-        x[ix] = old
+        fxph, fxmh = _centered(f, x, ix, h, float)
         numerical = (fxph - fxmh) / (2 * h)
         analytic = float(analytic_grad[ix])
         error = abs(numerical - analytic) / max(abs(numerical) + abs(analytic), 1e-300)
