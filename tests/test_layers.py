@@ -29,6 +29,15 @@ def put(xp, device):
     return put
 
 
+def _numeric_grads(forward, args, dout):
+    """Numerical gradient of ``sum(forward(*args)[0] * dout)`` with respect to each of ``args``."""
+
+    def with_arg(i):
+        return lambda v: forward(*args[:i], v, *args[i + 1:])[0]
+
+    return [eval_numerical_gradient_array(with_arg(i), a, dout) for i, a in enumerate(args)]
+
+
 def test_affine_forward_matches_numpy(put):
     rng = np.random.default_rng(0)
     x, w, b = rng.standard_normal((4, 2, 3)), rng.standard_normal((6, 5)), rng.standard_normal(5)
@@ -43,9 +52,8 @@ def test_affine_backward_numeric(put):
     _, cache = affine_forward(x, w, b)
     dx, dw, db = affine_backward(dout, cache)
     assert dx.shape == x.shape and dw.shape == w.shape and db.shape == b.shape
-    assert rel_error(dx, eval_numerical_gradient_array(lambda v: affine_forward(v, w, b)[0], x, dout)) < 1e-7
-    assert rel_error(dw, eval_numerical_gradient_array(lambda v: affine_forward(x, v, b)[0], w, dout)) < 1e-7
-    assert rel_error(db, eval_numerical_gradient_array(lambda v: affine_forward(x, w, v)[0], b, dout)) < 1e-7
+    for analytic, numeric in zip((dx, dw, db), _numeric_grads(affine_forward, (x, w, b), dout), strict=True):
+        assert rel_error(analytic, numeric) < 1e-7
 
 
 def test_affine_rejects_mismatched_features(put):
@@ -69,9 +77,8 @@ def test_affine_relu_sandwich(put):
     dout = put(rng.standard_normal((2, 10)))
     _, cache = affine_relu_forward(x, w, b)
     dx, dw, db = affine_relu_backward(dout, cache)
-    assert rel_error(dx, eval_numerical_gradient_array(lambda v: affine_relu_forward(v, w, b)[0], x, dout)) < 1e-7
-    assert rel_error(dw, eval_numerical_gradient_array(lambda v: affine_relu_forward(x, v, b)[0], w, dout)) < 1e-7
-    assert rel_error(db, eval_numerical_gradient_array(lambda v: affine_relu_forward(x, w, v)[0], b, dout)) < 1e-7
+    for analytic, numeric in zip((dx, dw, db), _numeric_grads(affine_relu_forward, (x, w, b), dout), strict=True):
+        assert rel_error(analytic, numeric) < 1e-7
 
 
 def _softmax_reference(x, y):
