@@ -30,20 +30,31 @@ def _check_scores_labels(x, y):
     return xp
 
 
-def _zero(x, xp):
-    """A 0-d zero of ``x``'s dtype and device.
+_CONSTANTS: dict = {}
 
-    ``maximum(x, 0.0)`` would make PyTorch copy the Python scalar to the GPU (a
-    synchronizing transfer), and array-api-compat's ``clip`` on CuPy assigns
-    through a boolean mask (another synchronization); a zero made on the device
-    costs neither.
+
+def _constant(xp, like, n=None):
+    """``zeros(())`` (``n`` None) or ``arange(n)`` in the dtype and on the device of ``like``, made once.
+
+    On a GPU, making even these tiny arrays costs a launch (CuPy's ``arange``
+    more than the comparison it feeds), so each is kept, keyed by namespace,
+    dtype, device and ``n``. A 0-d zero on the device also keeps ``maximum``
+    from copying a Python scalar to the GPU (PyTorch) and avoids
+    array-api-compat's ``clip``, which assigns through a boolean mask (CuPy):
+    both would synchronize.
     """
-    return xp.zeros((), dtype=x.dtype, device=device(x))
+    dev = device(like)
+    key = (xp.__name__, str(like.dtype), str(dev), n)
+    value = _CONSTANTS.get(key)
+    if value is None:
+        value = xp.zeros((), dtype=like.dtype, device=dev) if n is None else xp.arange(n, dtype=like.dtype, device=dev)
+        _CONSTANTS[key] = value
+    return value
 
 
 def _one_hot(y, C, xp):
     """Boolean (N, C) array, True where column == label."""
-    return y[:, None] == xp.arange(C, dtype=y.dtype, device=device(y))[None, :]
+    return y[:, None] == _constant(xp, y, C)[None, :]
 
 
 def affine_forward(x, w, b):
@@ -102,7 +113,7 @@ def _affine_backward(dout, cache, need_dx):
 def relu_forward(x):
     """Rectified linear unit, ``max(x, 0)``; returns ``(out, cache)``."""
     xp = array_namespace(x)
-    out = xp.maximum(x, _zero(x, xp))
+    out = xp.maximum(x, _constant(xp, x))
     return out, out
 
 
@@ -134,11 +145,13 @@ def softmax_loss(x, y):
     shifted = x - xp.max(x, axis=1, keepdims=True)
     e = xp.exp(shifted)
     z = xp.sum(e, axis=1, keepdims=True)
-    correct = xp.take_along_axis(shifted, y[:, None], axis=1)
-    loss = xp.mean(xp.log(z) - correct)
+    is_label = _one_hot(y, C, xp)
+    # -log p[i, y_i] = log z_i - shifted[i, y_i], picked out by the one-hot mask: on a GPU take_along_axis
+    # costs several launches. where(), not a product, so that a -inf elsewhere in the row cannot give 0 * inf.
+    loss = xp.sum(xp.where(is_label, xp.log(z) - shifted, _constant(xp, x))) / N
     # dx = (probs - one_hot(y)) / N, built in the one fresh array e / z.
     dx = e / z
-    dx -= xp.astype(_one_hot(y, C, xp), x.dtype)
+    dx -= xp.astype(is_label, x.dtype)
     dx /= N
     return loss, dx
 
@@ -152,7 +165,7 @@ def svm_loss(x, y):
     N, C = x.shape
     is_label = _one_hot(y, C, xp)
     correct = xp.take_along_axis(x, y[:, None], axis=1)
-    margins = xp.where(is_label, 0.0, xp.maximum(x - correct + 1.0, _zero(x, xp)))
+    margins = xp.where(is_label, 0.0, xp.maximum(x - correct + 1.0, _constant(xp, x)))
     loss = xp.sum(margins) / N
     positive = xp.astype(margins > 0, x.dtype)
     num_positive = xp.sum(positive, axis=1, keepdims=True)
