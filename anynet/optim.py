@@ -4,6 +4,10 @@
 and the rule's state, created lazily with ``zeros_like`` on the parameter's
 device. The caller's dict and arrays are never modified: each call returns a
 new config to pass to the next call.
+
+Every rule here is elementwise: updating the concatenation of several
+parameters (and of their gradients and state) gives exactly the updates of
+each. The ``Solver`` relies on it to update all parameters in one call on a GPU.
 """
 
 from __future__ import annotations

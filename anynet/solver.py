@@ -8,7 +8,7 @@ import secrets
 from numbers import Integral, Real
 
 from . import backend as _backend
-from . import optim
+from . import flat, optim
 from .models import checked_array
 
 _DEFAULTS = {
@@ -135,6 +135,13 @@ class Solver:
             raise TypeError(f"callback must be callable(solver, event) or None; got {self.callback!r}")
         self.metadata = {}
 
+        # On a GPU, update all parameters in one call of the rule (see anynet.flat); the rules of
+        # anynet.optim are elementwise, so the numbers are those of one call per parameter.
+        self._fuse = self.update_rule in optim.UPDATE_RULES.values() and _backend.on_gpu(
+            getattr(model, "backend", None), model.device
+        )
+        self._flat = None  # (spans, flat parameters, their views in model.params) while fused
+        self._flat_config = None  # the merged config while fused; None when optim_configs is current
         self.X_train, self.y_train, self.X_val, self.y_val = self._move_data(data)
         N = self.X_train.shape[0]
         if self.batch_size > N:
@@ -216,6 +223,20 @@ class Solver:
         self._order = rng.permutation(self.X_train.shape[0])
         self.model.rng = rng
 
+    @property
+    def optim_configs(self):
+        """Dict of one update-rule config per parameter: hyperparameters and state (velocity, Adam's m, v)."""
+        if self._flat_config is not None:
+            # Hand out per-parameter views of the merged state; the next step merges them again, changes included.
+            self._optim_configs = flat.unflatten_config(self._flat_config, self._flat[0])
+            self._flat_config = None
+        return self._optim_configs
+
+    @optim_configs.setter
+    def optim_configs(self, configs):
+        self._optim_configs = configs
+        self._flat_config = None
+
     def _step(self):
         """One minibatch update; never waits on the device."""
         xp = self.model.xp
@@ -226,9 +247,35 @@ class Solver:
         loss, grads = self.model.loss(X_batch, y_batch)
         self.last_loss = loss
         self._pending_losses.append(loss)
+        if not (self._fuse and self._update_all(grads)):
+            params, configs = self.model.params, self.optim_configs
+            for p, w in params.items():
+                params[p], configs[p] = self.update_rule(w, grads[p], configs[p])
+
+    def _update_all(self, grads):
+        """Update every parameter in one call of the rule, on one flat array; False if they cannot be merged."""
         params = self.model.params
-        for p, w in params.items():
-            params[p], self.optim_configs[p] = self.update_rule(w, grads[p], self.optim_configs[p])
+        if self._flat is None or self._flat[2].keys() != params.keys() or any(
+            params[p] is not view for p, view in self._flat[2].items()
+        ):
+            first = next(iter(params.values()))
+            if any(a.dtype != first.dtype for a in params.values()) or len(
+                {_backend.name_of(a) for a in params.values()}
+            ) != 1:
+                self._fuse = False  # hand-made parameters of mixed dtypes or backends: one call each
+                return False
+            spans = flat.layout(params)
+            self._flat = (spans, flat.flatten(params, spans), dict(params))
+        spans, w, _ = self._flat
+        if self._flat_config is None:
+            self._flat_config = flat.flatten_configs(self._optim_configs, spans)
+            if self._flat_config is None:
+                return False
+        w, self._flat_config = self.update_rule(w, flat.flatten(grads, spans), self._flat_config)
+        views = flat.unflatten(w, spans)
+        params.update(views)
+        self._flat = (spans, w, views)
+        return True
 
     def _flush_losses(self):
         """Copy pending losses to the host in one transfer; stop on a non-finite one."""
@@ -291,8 +338,11 @@ class Solver:
 
     def _record_accuracy(self):
         """Measure train and validation accuracy, keeping the best parameters."""
-        train_acc = self.check_accuracy(self.X_train, self.y_train, self.num_train_samples)
-        val_acc = self.check_accuracy(self.X_val, self.y_val, self.num_val_samples)
+        # Chunks as large as a training batch (whose working memory the step already needs): on a GPU each
+        # chunk launches every kernel of the forward pass, so 100-image chunks dominate a large-batch epoch.
+        chunk = max(self.batch_size, 100)
+        train_acc = self.check_accuracy(self.X_train, self.y_train, self.num_train_samples, chunk)
+        val_acc = self.check_accuracy(self.X_val, self.y_val, self.num_val_samples, chunk)
         self.train_acc_history.append(train_acc)
         self.val_acc_history.append(val_acc)
         if self.verbose:

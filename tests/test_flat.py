@@ -1,0 +1,129 @@
+"""The one-call update of all parameters (anynet.flat), which the Solver uses on GPUs.
+
+On a CPU the Solver updates one parameter at a time; these tests make it fuse
+(``on_gpu`` patched to True) and require the very same numbers.
+"""
+
+import numpy as np
+import pytest
+
+from anynet import FullyConnectedNet, Solver, backend, flat, optim
+
+RULES = sorted(optim.UPDATE_RULES)
+
+
+def _data(seed=0, N=120, D=6, C=3):
+    """Three Gaussian blobs, NumPy."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, C, N)
+    X = rng.standard_normal((N, D)) + 3 * np.eye(C, D)[y]
+    return {"X_train": X[:100], "y_train": y[:100], "X_val": X[100:], "y_val": y[100:]}
+
+
+def _solver(backend_name, rule, fuse, monkeypatch, **kwargs):
+    """A Solver for a small FC net with batchnorm (parameters of four shapes), fused or not."""
+    monkeypatch.setattr(backend, "on_gpu", lambda name, device: fuse)
+    model = FullyConnectedNet([8, 5], input_dim=6, num_classes=3, weight_scale=0.3, seed=2, dtype="float64",
+                              use_batchnorm=True, dropout=0.2, backend=backend_name)
+    return Solver(model, _data(), update_rule=rule, optim_config={"learning_rate": 1e-2}, lr_decay=0.8,
+                  batch_size=20, num_epochs=3, verbose=False, seed=3, **kwargs)
+
+
+def _host(arrays):
+    return {k: backend.to_numpy(v) for k, v in arrays.items()}
+
+
+def test_flatten_then_unflatten_restores_each_array(xp, device):
+    arrays = {
+        "W": xp.reshape(xp.arange(6, dtype=xp.float32, device=device), (2, 3)),
+        "b": xp.asarray([7.0, 8.0], dtype=xp.float32, device=device),
+        "s": xp.asarray(9.0, dtype=xp.float32, device=device),
+    }
+    spans = flat.layout(arrays)
+    assert [(name, start, stop) for name, start, stop, _ in spans] == [("W", 0, 6), ("b", 6, 8), ("s", 8, 9)]
+    joined = flat.flatten(arrays, spans)
+    np.testing.assert_array_equal(backend.to_numpy(joined), [0, 1, 2, 3, 4, 5, 7, 8, 9])
+    back = flat.unflatten(joined, spans)
+    for name, a in arrays.items():
+        assert tuple(back[name].shape) == tuple(a.shape)
+        np.testing.assert_array_equal(backend.to_numpy(back[name]), backend.to_numpy(a))
+
+
+def test_flatten_configs_merges_state_and_refuses_what_differs(xp, device):
+    ones = xp.ones((2, 2), dtype=xp.float64, device=device)
+    twos = xp.full((3,), 2.0, dtype=xp.float64, device=device)
+    spans = flat.layout({"W": ones, "b": twos})
+    configs = {"W": {"learning_rate": 0.1, "t": 4, "m": ones}, "b": {"learning_rate": 0.1, "t": 4, "m": twos}}
+    merged = flat.flatten_configs(configs, spans)
+    assert merged["learning_rate"] == 0.1 and merged["t"] == 4
+    np.testing.assert_array_equal(backend.to_numpy(merged["m"]), [1, 1, 1, 1, 2, 2, 2])
+    split = flat.unflatten_config(merged, spans)
+    assert split["b"]["t"] == 4
+    np.testing.assert_array_equal(backend.to_numpy(split["W"]["m"]), np.ones((2, 2)))
+
+    assert flat.flatten_configs({**configs, "b": {**configs["b"], "learning_rate": 0.2}}, spans) is None
+    assert flat.flatten_configs({**configs, "b": {"learning_rate": 0.1, "t": 4}}, spans) is None
+    assert flat.flatten_configs({**configs, "b": {**configs["b"], "m": None}}, spans) is None
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_fused_updates_equal_one_call_per_parameter(backend_name, rule, monkeypatch):
+    runs = {}
+    for fuse in (False, True):
+        solver = _solver(backend_name, rule, fuse, monkeypatch)
+        solver.train()
+        runs[fuse] = solver
+    per_param, fused = runs[False], runs[True]
+    assert fused._flat is not None and per_param._flat is None  # the fused run did fuse
+    assert fused.loss_history == per_param.loss_history
+    assert fused.val_acc_history == per_param.val_acc_history
+    for p, w in _host(per_param.model.params).items():
+        np.testing.assert_array_equal(backend.to_numpy(fused.model.params[p]), w, err_msg=p)
+    for p, config in per_param.optim_configs.items():
+        assert fused.optim_configs[p].keys() == config.keys()
+        for k, v in config.items():
+            got = fused.optim_configs[p][k]
+            if k in ("learning_rate", "t", "momentum", "decay_rate", "beta1", "beta2", "epsilon"):
+                assert got == v, (p, k)
+            else:
+                assert tuple(got.shape) == tuple(v.shape)
+                np.testing.assert_array_equal(backend.to_numpy(got), backend.to_numpy(v), err_msg=f"{p}/{k}")
+
+
+def test_fused_run_follows_configs_changed_between_steps(monkeypatch):
+    """A callback that reads and changes optim_configs mid-epoch sees, and steers, the fused state."""
+    def halve_at_7(solver, event):
+        if event == "iteration" and solver.t == 7:
+            for config in solver.optim_configs.values():
+                config["learning_rate"] *= 0.5
+                config["m"] = config["m"] * 0.0
+
+    runs = {}
+    for fuse in (False, True):
+        runs[fuse] = _solver("numpy", "adam", fuse, monkeypatch, callback=halve_at_7)
+        runs[fuse].train()
+    assert runs[True].loss_history == runs[False].loss_history
+    for p, w in _host(runs[False].model.params).items():
+        np.testing.assert_array_equal(runs[True].model.params[p], w, err_msg=p)
+
+
+def test_fused_run_resumes_from_a_checkpoint_exactly(tmp_path, monkeypatch):
+    full = _solver("numpy", "adam", True, monkeypatch, checkpoint_name=tmp_path / "full")
+    full.train()
+    part = _solver("numpy", "adam", True, monkeypatch, checkpoint_name=tmp_path / "part")
+    part.num_iterations = 2 * part.iterations_per_epoch
+    part.train()
+    resumed = _solver("numpy", "adam", True, monkeypatch)
+    resumed.load_checkpoint(tmp_path / "part.npz")
+    resumed.train()
+    assert resumed.loss_history == full.loss_history
+    for p, w in full.model.params.items():
+        np.testing.assert_array_equal(resumed.model.params[p], w, err_msg=p)
+
+
+def test_parameters_of_mixed_dtypes_are_updated_one_by_one(monkeypatch):
+    solver = _solver("numpy", "sgd", True, monkeypatch, num_iterations=3)
+    solver.model.params["b1"] = solver.model.params["b1"].astype(np.float32)
+    solver.train()
+    assert not solver._fuse and solver._flat is None
+    assert np.isfinite(solver.loss_history).all() and len(solver.loss_history) == 3
