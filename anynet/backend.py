@@ -290,6 +290,10 @@ class Generator:
         """Return a random permutation of ``range(n)`` as an int64 array."""
         return self._put(self._host.permutation(n).astype(np.int64))
 
+    def sample(self, n, k):
+        """Return ``k`` distinct integers from ``range(n)`` in random order, as an int64 array."""
+        return self._put(self._host.choice(n, k, replace=False).astype(np.int64))
+
     def uniform(self, shape, dtype="float32"):
         """Draw from U[0, 1) on the device, without a host round trip."""
         shape = tuple(shape)

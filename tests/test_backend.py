@@ -69,7 +69,7 @@ def test_generator_is_reproducible(backend_name):
     a = backend.Generator(7, backend_name)
     b = backend.Generator(7, backend_name)
     for draw in (lambda g: g.normal((3, 4), 0.5), lambda g: g.uniform((5,)), lambda g: g.permutation(10),
-                 lambda g: g.integers(4, (6,))):
+                 lambda g: g.integers(4, (6,)), lambda g: g.sample(100, 7)):
         np.testing.assert_array_equal(backend.to_numpy(draw(a)), backend.to_numpy(draw(b)))
     c = backend.Generator(8, backend_name)
     assert not np.array_equal(backend.to_numpy(a.normal((20,))), backend.to_numpy(c.normal((20,))))
@@ -83,9 +83,16 @@ def test_generator_arrays_live_on_backend(xp, backend_name, device):
     assert host.min() >= 0 and host.max() < 1 and 0.4 < host.mean() < 0.6
     perm = backend.to_numpy(g.permutation(50))
     np.testing.assert_array_equal(np.sort(perm), np.arange(50))
+    sample = g.sample(50_000, 1000)
+    assert sample.dtype == xp.int64
+    sample = backend.to_numpy(sample)
+    assert len(set(sample.tolist())) == 1000 and sample.min() >= 0 and sample.max() < 50_000
+    assert sample.max() > 40_000 and not np.all(np.diff(sample) > 0)  # spread over the range, not sorted
 
 
 def test_host_draws_agree_across_backends(backend_name):
     ref = backend.Generator(3, "numpy").normal((4, 5), 0.1)
     other = backend.Generator(3, backend_name).normal((4, 5), 0.1)
     np.testing.assert_array_equal(backend.to_numpy(other), ref)
+    ref = backend.Generator(3, "numpy").sample(1000, 10)
+    np.testing.assert_array_equal(backend.to_numpy(backend.Generator(3, backend_name).sample(1000, 10)), ref)
