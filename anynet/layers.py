@@ -44,8 +44,12 @@ def _constant(xp, like, n=None):
     both would synchronize.
     """
     dev = device(like)
-    key = (xp.__name__, str(like.dtype), str(dev), n)
-    value = _CONSTANTS.get(key)
+    try:
+        key = (xp, like.dtype, dev, n)
+        value = _CONSTANTS.get(key)
+    except TypeError:  # a device object that cannot be hashed
+        key = (xp, like.dtype, str(dev), n)
+        value = _CONSTANTS.get(key)
     if value is None:
         value = xp.zeros((), dtype=like.dtype, device=dev) if n is None else xp.arange(n, dtype=like.dtype, device=dev)
         _CONSTANTS[key] = value

@@ -166,7 +166,6 @@ class FullyConnectedNet:
                 self.params[f"beta{i}"] = self.xp.zeros(d_out, dtype=self._dtype, device=self.device)
         self.bn_params = [{"mode": "train"} for _ in hidden_dims] if use_batchnorm else []
         self.rng = None
-        self._checked_params = {}  # name -> the array in params, once seen on the model's device in its dtype
 
     @property
     def input_dim(self):
@@ -194,13 +193,7 @@ class FullyConnectedNet:
 
     def _param(self, name):
         """The parameter ``name`` on the model's device; hand-assigned arrays are moved there."""
-        w = self.params[name]
-        if self._checked_params.get(name) is w:
-            return w  # checked before: skip the namespace and device checks, part of a GPU step's host time
-        moved = _backend.to_device(w, self.xp, self.device, self._dtype)
-        if moved is w:
-            self._checked_params[name] = w
-        return moved
+        return _backend.to_device(self.params[name], self.xp, self.device, self._dtype)
 
     def _dropout_rng(self):
         """The generator for dropout masks: the Solver's, else one fixed by ``seed``."""
