@@ -170,6 +170,18 @@ def test_solver_names_bad_data(change, error, parts):
     assert_message(exc_info, *parts)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", [(0, 0), (5, 3), (9, 7)])
+def test_solver_finds_one_non_finite_value_on_every_backend(backend_name, bad, where):
+    """One bad value among finite ones, first, inside or last: the check reduces with max/min, which must see it."""
+    data = small_data()
+    X = np.array(data["X_train"], copy=True)
+    X[where] = bad
+    with pytest.raises(ValueError, match="X_train holds NaN or infinite values"):
+        anynet.Solver(small_net(backend_name), {**data, "X_train": X}, batch_size=2, verbose=False)
+    anynet.Solver(small_net(backend_name), data, batch_size=2, verbose=False)  # finite data passes
+
+
 def test_solver_names_missing_or_wrong_data_container():
     data = small_data()
     del data["y_val"]
