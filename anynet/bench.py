@@ -184,6 +184,23 @@ def _synchronizer(backend, device):
     return lambda: None
 
 
+def peak_device_bytes(backend, device):
+    """Peak bytes the allocator of ``backend`` has held on ``device``; None on the CPU.
+
+    CuPy's memory pool keeps every block it ever allocated, so its size is its
+    peak; PyTorch reports ``max_memory_allocated``.
+    """
+    if backend == "cupy":
+        import cupy
+
+        return cupy.get_default_memory_pool().total_bytes()
+    if backend == "torch" and str(device).startswith("cuda"):
+        import torch
+
+        return torch.cuda.max_memory_allocated(device)
+    return None
+
+
 class AnynetRun:
     """Trains with ``anynet.Solver``; ``__call__`` times one run of ``iterations`` steps."""
 

@@ -5,11 +5,12 @@ there, skipped otherwise) and per model: TwoLayerNet of width 50 and 200, and
 FullyConnectedNet [512, 256] with batch normalization, dropout 0.25 and Adam;
 float32, batch 200. The data is the real CIFAR-10 when ``$ANYNET_DATA`` holds
 it, otherwise random images of the same shape: the ``data`` parameter says
-which. GPU work is synchronized inside every timed region.
+which. GPU work is synchronized inside every timed region; on GPUs the peak
+device memory is tracked too.
 """
 
 from anynet import backend as _backend
-from anynet.bench import AnynetRun, find_cifar10, load_data
+from anynet.bench import AnynetRun, find_cifar10, load_data, peak_device_bytes
 
 BACKENDS = ["numpy", "torch", "cupy", "torch-cuda"]
 MODELS = ["two-layer-50", "two-layer-200", "fc-512-256-bn-dropout-adam"]
@@ -80,6 +81,23 @@ class Step:
     def time_forward_backward(self, name, model, data):
         self.model.loss(self.X, self.y)
         self.sync()
+
+
+class DeviceMemory:
+    """Peak GPU memory of a short training run: the training set (2,000 images) plus working memory."""
+
+    params = (["cupy", "torch-cuda"], MODELS, DATA)
+    param_names = ["backend", "model", "data"]
+
+    def setup(self, name, model, data):
+        self.run = _run(name, model, ITERATIONS)
+
+    def track_peak_device_mib(self, name, model, data):
+        """MiB the backend's allocator held at its peak (CuPy's pool, or torch's max_memory_allocated)."""
+        self.run()
+        return peak_device_bytes(self.run.model.backend, self.run.model.device) / 2**20
+
+    track_peak_device_mib.unit = "MiB"
 
 
 class Memory:

@@ -15,19 +15,6 @@ import resource
 import sys
 
 
-def peak_device_bytes(backend, device):
-    """Peak bytes the backend's allocator has held on ``device`` (None on the CPU)."""
-    if backend == "cupy":
-        import cupy
-
-        return cupy.get_default_memory_pool().total_bytes()
-    if backend == "torch" and str(device).startswith("cuda"):
-        import torch
-
-        return torch.cuda.max_memory_allocated(device)
-    return None
-
-
 def main(argv=None):
     """Run one training and print its figures; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -41,7 +28,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from anynet import backend as _backend
-    from anynet.bench import AnynetRun, load_data
+    from anynet.bench import AnynetRun, load_data, peak_device_bytes
 
     data, source = load_data(args.num_train, 1000)
     device = _backend.resolve_device(args.backend, args.device)
