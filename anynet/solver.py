@@ -228,13 +228,16 @@ class Solver:
         self._order = rng.permutation(self.X_train.shape[0])
         self.model.rng = rng
 
+    def _unmerge(self):
+        """Turn the merged state back into per-parameter configs (views), by the layout it was merged in."""
+        if self._flat_config is not None:
+            self._optim_configs = flat.unflatten_config(self._flat_config, self._flat[0])
+            self._flat_config = None
+
     @property
     def optim_configs(self):
         """Dict of one update-rule config per parameter: hyperparameters and state (velocity, Adam's m, v)."""
-        if self._flat_config is not None:
-            # Hand out per-parameter views of the merged state; the next step merges them again, changes included.
-            self._optim_configs = flat.unflatten_config(self._flat_config, self._flat[0])
-            self._flat_config = None
+        self._unmerge()  # the next fused step merges them again, with any change made to them
         return self._optim_configs
 
     @optim_configs.setter
@@ -269,12 +272,15 @@ class Solver:
             ) != 1:
                 self._fuse = False  # hand-made parameters of mixed dtypes or backends: one call each
                 return False
+            self._unmerge()  # the new parameters may come in another order: state goes by name
             spans = flat.layout(params)
-            self._flat = (spans, flat.flatten(params, spans), dict(params))
-        spans, w, _ = self._flat
+            w = flat.flatten(params, spans)
+        else:
+            spans, w, _ = self._flat
         if self._flat_config is None:
             self._flat_config = flat.flatten_configs(self._optim_configs, spans)
             if self._flat_config is None:
+                self._flat = None
                 return False
         w, self._flat_config = self.update_rule(w, flat.flatten(grads, spans), self._flat_config)
         views = flat.unflatten(w, spans)

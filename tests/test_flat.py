@@ -109,6 +109,21 @@ def test_fused_run_follows_configs_changed_between_steps(monkeypatch):
         np.testing.assert_array_equal(runs[True].model.params[p], w, err_msg=p)
 
 
+def test_fused_run_keeps_state_by_name_when_parameters_are_reordered(monkeypatch):
+    """New parameter arrays in another order mid-run: each parameter keeps its own Adam state."""
+    def reorder_at_7(solver, event):  # mid-epoch (5 steps an epoch): the state is merged then
+        if event == "iteration" and solver.t == 7:
+            solver.model.params = {k: np.array(v, copy=True) for k, v in reversed(solver.model.params.items())}
+
+    runs = {}
+    for fuse in (False, True):
+        runs[fuse] = _solver("numpy", "adam", fuse, monkeypatch, callback=reorder_at_7)
+        runs[fuse].train()
+    assert runs[True].loss_history == runs[False].loss_history
+    for p, w in _host(runs[False].model.params).items():
+        np.testing.assert_array_equal(runs[True].model.params[p], w, err_msg=p)
+
+
 def test_fused_run_resumes_from_a_checkpoint_exactly(tmp_path, monkeypatch):
     full = _solver("numpy", "adam", True, monkeypatch, checkpoint_name=tmp_path / "full")
     full.train()
