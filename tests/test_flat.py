@@ -92,6 +92,17 @@ def test_fused_updates_equal_one_call_per_parameter(backend_name, rule, monkeypa
                 np.testing.assert_array_equal(backend.to_numpy(got), backend.to_numpy(v), err_msg=f"{p}/{k}")
 
 
+def _assert_fused_equals_unfused(monkeypatch, callback):
+    """Train with Adam fused and not, both with ``callback``; require the same losses and parameters."""
+    runs = {}
+    for fuse in (False, True):
+        runs[fuse] = _solver("numpy", "adam", fuse, monkeypatch, callback=callback)
+        runs[fuse].train()
+    assert runs[True].loss_history == runs[False].loss_history
+    for p, w in _host(runs[False].model.params).items():
+        np.testing.assert_array_equal(runs[True].model.params[p], w, err_msg=p)
+
+
 def test_fused_run_follows_configs_changed_between_steps(monkeypatch):
     """A callback that reads and changes optim_configs mid-epoch sees, and steers, the fused state."""
     def halve_at_7(solver, event):
@@ -100,13 +111,7 @@ def test_fused_run_follows_configs_changed_between_steps(monkeypatch):
                 config["learning_rate"] *= 0.5
                 config["m"] = config["m"] * 0.0
 
-    runs = {}
-    for fuse in (False, True):
-        runs[fuse] = _solver("numpy", "adam", fuse, monkeypatch, callback=halve_at_7)
-        runs[fuse].train()
-    assert runs[True].loss_history == runs[False].loss_history
-    for p, w in _host(runs[False].model.params).items():
-        np.testing.assert_array_equal(runs[True].model.params[p], w, err_msg=p)
+    _assert_fused_equals_unfused(monkeypatch, halve_at_7)
 
 
 def test_fused_run_keeps_state_by_name_when_parameters_are_reordered(monkeypatch):
@@ -115,13 +120,7 @@ def test_fused_run_keeps_state_by_name_when_parameters_are_reordered(monkeypatch
         if event == "iteration" and solver.t == 7:
             solver.model.params = {k: np.array(v, copy=True) for k, v in reversed(solver.model.params.items())}
 
-    runs = {}
-    for fuse in (False, True):
-        runs[fuse] = _solver("numpy", "adam", fuse, monkeypatch, callback=reorder_at_7)
-        runs[fuse].train()
-    assert runs[True].loss_history == runs[False].loss_history
-    for p, w in _host(runs[False].model.params).items():
-        np.testing.assert_array_equal(runs[True].model.params[p], w, err_msg=p)
+    _assert_fused_equals_unfused(monkeypatch, reorder_at_7)
 
 
 def test_fused_run_resumes_from_a_checkpoint_exactly(tmp_path, monkeypatch):
