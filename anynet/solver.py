@@ -9,7 +9,7 @@ from numbers import Integral, Real
 
 from . import backend as _backend
 from . import flat, optim
-from .models import checked_array
+from .models import _positive_int, checked_array
 
 _DEFAULTS = {
     "update_rule": "sgd",
@@ -31,13 +31,7 @@ _SPLITS = ("X_train", "y_train", "X_val", "y_val")
 
 def _count(name, value, allow_none=False):
     """Return ``value`` if it is a positive int (or None when allowed), else raise."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be a positive integer; got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    return int(value)
+    return None if value is None and allow_none else _positive_int(name, value)
 
 
 class Solver:
