@@ -1,0 +1,183 @@
+"""Array operations per training step: what a launch-bound GPU pays for, counted on the CPU.
+
+A small step on a GPU is bound by kernel launches, not arithmetic (see
+``benchmarks/RESULTS.md``): CuPy launches one kernel per elementwise
+operation, reduction, matrix product, gather or cast, each at 15-45 us of host
+time. This counts those operations in ``Solver`` steps on NumPy through an
+ndarray subclass that sees every ufunc call (operators, in-place ones,
+reductions, products), every array function (``take``, ``where``, ``sum``, ...)
+and every ``astype``. Views (reshape, transpose, slicing) launch nothing and
+are not counted. The count is exact and repeatable, so it can be compared
+between commits on any machine; it stands in for launches, which only a GPU
+can time.
+
+``python benchmarks/count_ops.py --model two-layer`` prints the total and a
+breakdown; ``count_step_ops(...)`` returns them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+
+import numpy as np
+
+# Array functions that make views or only read metadata: no kernel on a GPU.
+_FREE = {
+    "reshape", "transpose", "permute_dims", "matrix_transpose", "expand_dims", "squeeze", "broadcast_to",
+    "moveaxis", "swapaxes", "result_type", "can_cast", "shape", "ndim", "size", "may_share_memory",
+    "shares_memory", "min_scalar_type", "iscomplexobj", "isrealobj",
+}
+_counts: Counter | None = None
+
+
+def _record(name):
+    """Count one operation while counting is on."""
+    if _counts is not None:
+        _counts[name] += 1
+
+
+def _plain(a):
+    """``a`` with every counted array in it turned back into a plain ndarray."""
+    if isinstance(a, Counted):
+        return a.view(np.ndarray)
+    if isinstance(a, (list, tuple)):
+        return type(a)(_plain(v) for v in a)
+    if isinstance(a, dict):
+        return {k: _plain(v) for k, v in a.items()}
+    return a
+
+
+def _wrap(a):
+    """Results as counted arrays; NumPy scalars become 0-d arrays, as a GPU backend returns."""
+    if isinstance(a, np.generic):
+        a = np.asarray(a)
+    if isinstance(a, np.ndarray):
+        return a.view(Counted)
+    if isinstance(a, tuple):
+        return tuple(_wrap(v) for v in a)
+    return a
+
+
+def _counted_draw(name, draw):
+    """``draw`` (a ``Generator`` method) counted as one operation, its result a counted array."""
+    def counted(*args, **kwargs):
+        _record(name)
+        return _wrap(draw(*args, **kwargs))
+    return counted
+
+
+class Counted(np.ndarray):
+    """An ndarray that counts the operations made on it."""
+
+    def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
+        _record(ufunc.__name__ if method == "__call__" else f"{ufunc.__name__}.{method}")
+        if out is not None:
+            kwargs["out"] = _plain(out)
+        result = getattr(ufunc, method)(*_plain(inputs), **kwargs)
+        if out is not None:
+            return out[0] if len(out) == 1 else out
+        return _wrap(result)
+
+    def __array_function__(self, func, types, args, kwargs):
+        if func.__name__ not in _FREE:
+            _record(func.__name__)
+        return _wrap(func(*_plain(args), **_plain(kwargs)))
+
+    def astype(self, *args, **kwargs):
+        _record("astype")
+        return _wrap(self.view(np.ndarray).astype(*args, **kwargs))
+
+
+def count_step_ops(model="two-layer", hidden=100, batch_size=200, reg=0.0, update_rule=None, steps=3, fuse=None):
+    """Array operations of one ``Solver`` step, as the Solver runs it on a GPU.
+
+    Parameters
+    ----------
+    model : {"two-layer", "fc"}
+        TwoLayerNet of width ``hidden`` with SGD, or FullyConnectedNet [512, 256]
+        with batch normalization, dropout 0.25 and Adam (the benchmark models).
+    hidden, batch_size : int
+    reg : float
+        L2 strength of the model.
+    update_rule : str, optional
+        Overrides the model's rule.
+    steps : int
+        Steps counted (the result is per step; steps are alike).
+    fuse : bool, optional
+        Whether the Solver updates all parameters in one call; default: as it
+        does on a GPU (every built-in rule but plain SGD).
+
+    Returns
+    -------
+    total : float
+        Operations per step.
+    by_name : dict
+        Operations per step by NumPy function name, most frequent first.
+    """
+    global _counts
+    from anynet import models, optim
+    from anynet.bench import FC_DROPOUT, FC_HIDDEN
+    from anynet.models import FullyConnectedNet, TwoLayerNet
+    from anynet.solver import Solver
+
+    if model == "fc":
+        net = FullyConnectedNet(list(FC_HIDDEN), dropout=FC_DROPOUT, use_batchnorm=True, weight_scale=5e-2,
+                                reg=reg, seed=0, backend="numpy")
+        rule = update_rule or "adam"
+    else:
+        net = TwoLayerNet(hidden_dims=hidden, reg=reg, seed=0, backend="numpy")
+        rule = update_rule or "sgd"
+    rng = np.random.default_rng(0)
+    N = 4 * batch_size
+    data = {
+        "X_train": rng.standard_normal((N, net.input_dim), dtype=np.float32).view(Counted),
+        "y_train": rng.integers(0, 10, N).view(Counted),
+        "X_val": rng.standard_normal((batch_size, net.input_dim), dtype=np.float32).view(Counted),
+        "y_val": rng.integers(0, 10, batch_size).view(Counted),
+    }
+    net.params = {k: v.view(Counted) for k, v in net.params.items()}
+    solver = Solver(net, data, update_rule=rule, optim_config={"learning_rate": 1e-4}, batch_size=batch_size,
+                    num_epochs=1, verbose=False, seed=0)
+    solver._fuse = (optim.UPDATE_RULES[rule] is not optim.sgd) if fuse is None else fuse
+    solver.train()  # the first steps make the cached constants
+    solver._start_epoch(1)
+    rng = solver.model.rng  # dropout masks are drawn on the device too: one launch per draw
+    for name in ("uniform", "normal", "integers"):
+        setattr(rng, name, _counted_draw(name, getattr(rng, name)))
+    # Host labels are range-checked at every step; a GPU's are not (the Solver checked them once).
+    check_label_range, models.check_label_range = models.check_label_range, lambda *args: None
+    try:
+        for counting in (False, True):  # two steps to settle the fused layout, then the counted ones
+            _counts = Counter() if counting else None
+            for _ in range(steps if counting else 2):
+                solver._step()
+                solver.t += 1
+        counts = _counts
+    finally:
+        _counts = None
+        models.check_label_range = check_label_range
+    by_name = {name: n / steps for name, n in counts.most_common()}
+    return sum(counts.values()) / steps, by_name
+
+
+def main(argv=None):
+    """Command line: print the operations of one step and their breakdown."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=("two-layer", "fc"), default="two-layer")
+    parser.add_argument("--hidden", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=200)
+    parser.add_argument("--reg", type=float, default=0.0)
+    parser.add_argument("--update-rule", default=None)
+    args = parser.parse_args(argv)
+    total, by_name = count_step_ops(args.model, args.hidden, args.batch_size, args.reg, args.update_rule)
+    print(f"{args.model} (hidden {args.hidden}, reg {args.reg:g}, batch {args.batch_size}): "
+          f"{total:g} array operations per step")
+    for name, n in by_name.items():
+        print(f"  {n:5g}  {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
