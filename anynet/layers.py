@@ -124,8 +124,9 @@ def relu_forward(x):
 def relu_backward(dout, cache):
     """Backward pass of ``relu_forward``: ``dout`` where the input was positive."""
     xp = array_namespace(dout, cache)
-    # A product with the 0/1 mask, not where(): NumPy's where is ten times slower here.
-    return dout * xp.astype(cache > 0, dout.dtype)
+    # The output is >= 0, so its sign is the 0/1 mask: two operations (two launches on a GPU), not the
+    # three of astype(out > 0) or the slow where() of NumPy.
+    return dout * xp.sign(cache)
 
 
 def softmax_loss(x, y):
