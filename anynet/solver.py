@@ -220,9 +220,6 @@ class Solver:
         """Draw this epoch's minibatch order and dropout stream from (seed, epoch)."""
         rng = _backend.Generator((self.seed, epoch), self.model.backend, self.model.device)
         self._order = rng.permutation(self.X_train.shape[0])
-        # The labels are small: put them in this epoch's order once, and each step slices them (a view)
-        # instead of gathering (a launch on a GPU). The images would need a second copy of the training set.
-        self._y_order = self.model.xp.take(self.y_train, self._order, axis=0)
         self.model.rng = rng
 
     def _unmerge(self):
@@ -246,9 +243,9 @@ class Solver:
         """One minibatch update; never waits on the device."""
         xp = self.model.xp
         k = self.t % self.iterations_per_epoch
-        batch = slice(k * self.batch_size, (k + 1) * self.batch_size)
-        X_batch = xp.take(self.X_train, self._order[batch], axis=0)
-        y_batch = self._y_order[batch]
+        idx = self._order[k * self.batch_size:(k + 1) * self.batch_size]
+        X_batch = xp.take(self.X_train, idx, axis=0)
+        y_batch = xp.take(self.y_train, idx, axis=0)
         loss, grads = self.model.loss(X_batch, y_batch)
         self.last_loss = loss
         self._pending_losses.append(loss)
