@@ -6,7 +6,8 @@ FullyConnectedNet [512, 256] with batch normalization, dropout 0.25 and Adam;
 float32, batch 200. The data is the real CIFAR-10 when ``$ANYNET_DATA`` holds
 it, otherwise random images of the same shape: the ``data`` parameter says
 which. GPU work is synchronized inside every timed region; on GPUs the peak
-device memory is tracked too.
+device memory is tracked too. The array operations of a step (a GPU's kernel
+launches) are counted on NumPy, a figure that does not depend on the machine.
 """
 
 from anynet import backend as _backend
@@ -60,6 +61,25 @@ class Training:
         return rates[1]
 
     track_images_per_s.unit = "images/s"
+
+
+class Launches:
+    """Array operations of one Solver step (kernel launches on a GPU), counted on NumPy: exact, any machine.
+
+    A batch-200 step on a GPU is bound by its launches, not its arithmetic; this tracks their number.
+    """
+
+    params = (MODELS, ["reg 0", "reg 0.01"])
+    param_names = ["model", "reg"]
+
+    def track_array_ops_per_step(self, model, reg):
+        from .count_ops import count_step_ops
+
+        kind, hidden = ("fc", 0) if model.startswith("fc") else ("two-layer", int(model.rsplit("-", 1)[1]))
+        total, _ = count_step_ops(kind, hidden or 100, BATCH, reg=float(reg.split()[1]))
+        return total
+
+    track_array_ops_per_step.unit = "operations"
 
 
 class Step:
