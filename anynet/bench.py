@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 import platform
 import statistics
 import sys
@@ -24,6 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from . import data as _data
 
 MODELS = ("two-layer", "fc")
 FC_HIDDEN = (512, 256)
@@ -91,38 +92,14 @@ def cpu_model():
     return platform.processor() or "unknown CPU"
 
 
-class _NoObjects(pickle.Unpickler):
-    """Unpickler for CIFAR-10 batches: NumPy arrays and plain containers only."""
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-    }
-
-    def find_class(self, module, name):
-        """Refuse every class but the few a NumPy array needs."""
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR-10 batch")
-
-
-def _cifar_batch(path):
-    """Images (N, 3, 32, 32) uint8 and labels (N,) of one CIFAR-10 batch file."""
-    with open(path, "rb") as f:
-        d = _NoObjects(f, encoding="bytes").load()
-    X = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, *IMAGE_SHAPE)
-    return X, np.asarray(d[b"labels"], dtype=np.int64)
-
-
 def find_cifar10(data_dir=None):
-    """The cifar-10-batches-py folder under ``data_dir`` (default ``$ANYNET_DATA``), or None."""
+    """The cifar-10-batches-py folder under ``data_dir`` (default ``$ANYNET_DATA``), or None.
+
+    Unlike training, a benchmark never looks in the default cache folder nor downloads: without the data it
+    times random images of the same shape.
+    """
     data_dir = data_dir or os.environ.get("ANYNET_DATA")
-    if not data_dir:
-        return None
-    for folder in (Path(data_dir), Path(data_dir) / "cifar-10-batches-py"):
-        if (folder / "data_batch_1").is_file():
-            return folder
-    return None
+    return _data.find_cifar10(data_dir) if data_dir else None
 
 
 def load_data(num_train, num_val, data_dir=None, seed=0):
@@ -146,12 +123,13 @@ def load_data(num_train, num_val, data_dir=None, seed=0):
         source = "random"
     else:
         parts, have = [], 0
-        for k in range(1, 6):
+        for name in _data.TRAIN_BATCHES:
             if have >= num_train + num_val:
                 break
-            parts.append(_cifar_batch(folder / f"data_batch_{k}"))
+            parts.append(_data.load_batch(folder / name))
             have += parts[-1][0].shape[0]
-        X = np.concatenate([p[0] for p in parts])[: num_train + num_val].astype(np.float32)
+        X = np.concatenate([p[0] for p in parts])[: num_train + num_val]
+        X = X.transpose(0, 3, 1, 2).astype(np.float32, order="C")  # channels first, as get_cifar10_data
         y = np.concatenate([p[1] for p in parts])[: num_train + num_val]
         X -= X[:num_train].mean(axis=0)
         X /= 64.0

@@ -1,6 +1,8 @@
 """Shared fixtures: every test that takes ``xp`` runs once per backend that can run here."""
 
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +58,17 @@ def pytest_collection_modifyitems(config, items):
         keep = [item for item in items if "backend_name" in getattr(item, "fixturenames", ())]
         config.hook.pytest_deselected(items=[item for item in items if item not in keep])
         items[:] = keep
+
+
+@pytest.fixture
+def repo_script():
+    """Import a script of this repository (``"benchmarks/count_ops.py"``, say) from its file: it is not installed."""
+
+    def load(relative_path):
+        path = Path(__file__).resolve().parents[1] / relative_path
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -4,7 +4,12 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from cifar_files import write_cifar10
+
+from anynet import bench
+from anynet.data import get_cifar10_data
 
 
 def test_bench_reports_three_contestants_and_ratios(backend_name):
@@ -31,23 +36,11 @@ def test_bench_rejects_bad_flags():
     assert result.returncode == 2 and "Traceback" not in result.stderr
 
 
-def _count_ops_module():
-    """benchmarks/count_ops.py, imported from its file (the benchmarks are not an installed package)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "count_ops.py"
-    spec = importlib.util.spec_from_file_location("count_ops", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_count_ops_counts_operations_and_not_views():
+def test_count_ops_counts_operations_and_not_views(repo_script):
     import numpy as np
     from array_api_compat import array_namespace
 
-    count_ops = _count_ops_module()
+    count_ops = repo_script("benchmarks/count_ops.py")
     x = np.ones((4, 3), dtype=np.float32).view(count_ops.Counted)
     w = np.ones((3, 2), dtype=np.float32).view(count_ops.Counted)
     xp = array_namespace(x)
@@ -64,15 +57,30 @@ def test_count_ops_counts_operations_and_not_views():
 
 
 @pytest.mark.parametrize(("model", "matmuls"), [("two-layer", 5), ("fc", 8)])
-def test_a_step_makes_no_input_gradient(model, matmuls):
+def test_a_step_makes_no_input_gradient(repo_script, model, matmuls):
     # L forward products, L weight gradients and L - 1 input gradients: none for the images.
-    _, by_name = _count_ops_module().count_step_ops(model, hidden=20, batch_size=10, steps=2)
+    _, by_name = repo_script("benchmarks/count_ops.py").count_step_ops(model, hidden=20, batch_size=10, steps=2)
     assert by_name["matmul"] == matmuls
     assert by_name["take"] == 2  # one gather of images and one of labels per step
 
 
-def test_count_ops_sees_the_l2_term():
-    count_step_ops = _count_ops_module().count_step_ops
+def test_count_ops_sees_the_l2_term(repo_script):
+    count_step_ops = repo_script("benchmarks/count_ops.py").count_step_ops
     plain, _ = count_step_ops("two-layer", hidden=20, batch_size=10, steps=1)
     with_reg, by_name = count_step_ops("two-layer", hidden=20, batch_size=10, reg=0.1, steps=1)
     assert with_reg > plain and by_name["matmul"] == 5 + 2  # a dot product of each weight with itself
+
+
+def test_bench_data_is_cifar10_prepared_as_for_training(tmp_path, monkeypatch):
+    folder, _ = write_cifar10(tmp_path, n_per_batch=30)
+    data, source = bench.load_data(70, 20, data_dir=tmp_path)
+    assert source == "cifar10"
+    ref = get_cifar10_data(folder, num_training=70, num_validation=20, num_test=0, download=False)
+    for split in ("train", "val"):
+        X = data[f"X_{split}"]
+        assert X.shape == ref[f"X_{split}"].shape and X.dtype == np.float32 and X.flags.c_contiguous
+        np.testing.assert_allclose(X * 64.0, ref[f"X_{split}"], atol=1e-3)  # same pixels, mean removed
+        np.testing.assert_array_equal(data[f"y_{split}"], ref[f"y_{split}"])
+    monkeypatch.delenv("ANYNET_DATA", raising=False)
+    data, source = bench.load_data(70, 20)  # benchmarks never download: random images of the same shape
+    assert source == "random" and data["X_train"].shape == (70, 3, 32, 32)

@@ -172,20 +172,8 @@ def test_gplvm_without_linalg_names_backend():
 # ---------------------------------------------------------------- the example
 
 
-def _example():
-    """The module ``examples/linear_autoencoder.py``."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "examples" / "linear_autoencoder.py"
-    spec = importlib.util.spec_from_file_location("linear_autoencoder_example", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_example_compare_subspaces():
-    ex = _example()
+def test_example_compare_subspaces(repo_script):
+    ex = repo_script("examples/linear_autoencoder.py")
     rng = np.random.default_rng(7)
     Q, _ = np.linalg.qr(rng.standard_normal((6, 4)))
     U, V = Q[:, :2], Q[:, 2:]
@@ -199,8 +187,8 @@ def test_example_compare_subspaces():
     assert far["orthonormality"] < 1e-12
 
 
-def test_example_learns_the_principal_subspace(backend_name, capsys):
-    ex = _example()
+def test_example_learns_the_principal_subspace(repo_script, backend_name, capsys):
+    ex = repo_script("examples/linear_autoencoder.py")
     result = ex.main(["-n", "12", "-m", "2", "-N", "200", "--steps", "300", "--learning-rate", "0.1",
                       "--print-every", "0", "--backend", backend_name])
     assert result["shape"] == (12, 200)
