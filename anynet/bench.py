@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import backend as _backend
+from . import checks
 from . import data as _data
 
 MODELS = ("two-layer", "fc")
@@ -380,16 +382,13 @@ def compare(
         raise ValueError(f"model must be one of {', '.join(MODELS)}; got {model!r}")
     for name, value in (("hidden", hidden), ("batch_size", batch_size), ("repeats", repeats),
                         ("iterations", iterations)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        checks.integer(name, value)
     log = log or (lambda line: None)
     threads = threads or os.cpu_count() or 1
     thread_control = set_threads(threads)
     kept = keep_memory and keep_freed_memory()
-    from . import backend as _backend
-
     dev = _backend.resolve_device(backend, device)
-    on_gpu = backend == "cupy" or (backend == "torch" and str(dev).startswith("cuda"))
+    on_gpu = _backend.on_gpu(backend, dev)
     if torch_device is None:
         torch_device = "cuda" if on_gpu else "cpu"
     # At least 12 steps an epoch (CIFAR-10's 49,000 images at batch 4096), so the Solver's per-epoch

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import checks
+
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 MD5 = "c58f30108f718f92721af3b95e74349a"
 FOLDER = "cifar-10-batches-py"
@@ -233,15 +235,6 @@ def load_cifar10(root=None):
     return X_train, y_train, X_test, y_test
 
 
-def _count(name, value, low):
-    """Return ``value`` if it is an int >= ``low``, else raise."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an integer; got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be at least {low}; got {value}")
-    return int(value)
-
-
 def get_cifar10_data(root=None, num_training=49000, num_validation=1000, num_test=1000, subtract_mean=True,
                      dtype="float32", download=True):
     """CIFAR-10 split and normalized the way the course prepared it.
@@ -271,9 +264,9 @@ def get_cifar10_data(root=None, num_training=49000, num_validation=1000, num_tes
         ``X_train, X_val, X_test`` NumPy arrays of shape (N, 3, 32, 32) and
         ``dtype``; ``y_train, y_val, y_test`` int64 labels of shape (N,).
     """
-    num_training = _count("num_training", num_training, 1)
-    num_validation = _count("num_validation", num_validation, 1)
-    num_test = _count("num_test", num_test, 0)
+    num_training = checks.integer("num_training", num_training)
+    num_validation = checks.integer("num_validation", num_validation)
+    num_test = checks.integer("num_test", num_test, low=0)
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be float32 or float64; got {dtype!r}")
     if find_cifar10(root) is None and download:

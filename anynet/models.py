@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
-
-from array_api_compat import array_namespace, is_array_api_obj
 
 from . import backend as _backend
+from . import checks
 from .layers import (
     _affine_backward,
     affine_forward,
@@ -19,62 +17,6 @@ from .layers import (
     relu_forward,
     softmax_loss,
 )
-
-
-def _positive_int(name, value):
-    """Return ``value`` if it is a positive int, else raise."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be a positive integer; got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    return int(value)
-
-
-def _real(name, value, low, high=math.inf, low_open=False):
-    """Return ``value`` as a float if ``low <= value < high`` (``low < value`` if low_open)."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a real number; got {value!r}")
-    value = float(value)
-    if not (low < value if low_open else low <= value) or not value < high or math.isnan(value):
-        bounds = f"{'(' if low_open else '['}{low}, {high})"
-        raise ValueError(f"{name} must lie in {bounds}; got {value!r}")
-    return value
-
-
-_REAL = ("integral", "real floating")
-
-
-def checked_array(name, x, kinds=_REAL):
-    """Return ``x`` as an array (lists become NumPy arrays), raising ``TypeError`` unless its dtype is of ``kinds``.
-
-    Strings, objects, complex numbers and booleans (for ``kinds`` the default,
-    real numbers) would otherwise be cast silently or fail deep inside a backend
-    with a message that does not name the argument.
-    """
-    try:
-        x = x if is_array_api_obj(x) else _backend.to_numpy(x)
-        ok = array_namespace(x).isdtype(x.dtype, kinds)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        what = "integers" if kinds == "integral" else "real numbers"
-        got = f"an array of dtype {x.dtype}" if hasattr(x, "dtype") else repr(x)[:60]
-        raise TypeError(f"{name} must be an array of {what}; got {got}")
-    return x
-
-
-def check_label_range(name, y, num_classes):
-    """Raise ``ValueError`` if host (NumPy) labels ``y`` fall outside [0, num_classes).
-
-    Device arrays are not checked: that would wait on the device at every
-    minibatch (the ``Solver`` checks its labels once, up front).
-    """
-    if _backend.name_of(y) != "numpy" or y.size == 0:
-        return
-    low, high = int(y.min()), int(y.max())
-    if low < 0 or high >= num_classes:
-        bad = low if low < 0 else high
-        raise ValueError(f"{name} must hold labels in [0, {num_classes}); got {bad}")
 
 
 class FullyConnectedNet:
@@ -129,16 +71,15 @@ class FullyConnectedNet:
     ):
         if isinstance(hidden_dims, (str, bytes)) or not hasattr(hidden_dims, "__iter__"):
             raise TypeError(f"hidden_dims must be a sequence of positive integers; got {hidden_dims!r}")
-        hidden_dims = [_positive_int("hidden_dims[i]", h) for h in hidden_dims]
-        input_dim = _positive_int("input_dim", input_dim)
-        num_classes = _positive_int("num_classes", num_classes)
-        dropout = _real("dropout", dropout, 0.0, 1.0)
+        hidden_dims = [checks.integer("hidden_dims[i]", h) for h in hidden_dims]
+        input_dim = checks.integer("input_dim", input_dim)
+        num_classes = checks.integer("num_classes", num_classes)
+        dropout = checks.real("dropout", dropout, 0.0, 1.0)
         if not isinstance(use_batchnorm, bool):
             raise TypeError(f"use_batchnorm must be True or False; got {use_batchnorm!r}")
-        weight_scale = _real("weight_scale", weight_scale, 0.0, low_open=True)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0):
-            raise ValueError(f"seed must be None or a non-negative integer; got {seed!r}")
-        self.reg = _real("reg", reg, 0.0)
+        weight_scale = checks.real("weight_scale", weight_scale, 0.0, low_open=True)
+        seed = checks.seed(seed)
+        self.reg = checks.real("reg", reg, 0.0)
         self.backend = _backend.get_backend() if backend is None else _backend.check_backend_name(backend)
         self.xp = _backend.namespace(self.backend)
         self.device = _backend.resolve_device(self.backend, device)
@@ -174,7 +115,7 @@ class FullyConnectedNet:
 
     def _input(self, X):
         """Return ``X`` on the model's device and dtype, checking its shape."""
-        X = _backend.to_device(checked_array("X", X), self.xp, self.device, self._dtype)
+        X = _backend.to_device(checks.checked_array("X", X), self.xp, self.device, self._dtype)
         D = math.prod(X.shape[1:])
         if X.ndim < 2 or D != self.input_dim or X.shape[0] == 0:
             raise ValueError(
@@ -185,10 +126,10 @@ class FullyConnectedNet:
 
     def _labels(self, y, N):
         """Return labels ``y`` as an int64 array on the model's device."""
-        y = checked_array("y (integer labels)", y, "integral")
+        y = checks.checked_array("y (integer labels)", y, "integral")
         if y.ndim != 1 or y.shape[0] != N:
             raise ValueError(f"y must have shape ({N},) to match X; got shape {tuple(y.shape)}")
-        check_label_range("y", y, self.config["num_classes"])
+        checks.check_label_range("y", y, self.config["num_classes"])
         return _backend.to_device(y, self.xp, self.device)
 
     def _param(self, name):
@@ -298,7 +239,7 @@ class TwoLayerNet(FullyConnectedNet):
         if isinstance(hidden_dims, (list, tuple)) and len(hidden_dims) == 1:
             hidden_dims = hidden_dims[0]
         super().__init__(
-            [_positive_int("hidden_dims", hidden_dims)],
+            [checks.integer("hidden_dims", hidden_dims)],
             input_dim=input_dim,
             num_classes=num_classes,
             dropout=dropout,

@@ -9,27 +9,17 @@ backend; the second needs the standard's ``linalg`` extension.
 from __future__ import annotations
 
 import math
-from numbers import Real
 
 from array_api_compat import array_namespace, device
 
 from . import backend as _backend
+from . import checks
 
 
 def _check_floating(name, x, xp):
     """Raise ``TypeError`` unless ``x`` holds real floating-point numbers."""
     if not xp.isdtype(x.dtype, "real floating"):
         raise TypeError(f"{name} must hold real floating-point numbers; got dtype {x.dtype}")
-
-
-def _check_positive(name, value):
-    """Return ``value`` as a float if it is a finite real number > 0, else raise."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a positive real number; got {value!r}")
-    value = float(value)
-    if not (0.0 < value < math.inf):
-        raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
-    return value
 
 
 def linear_autoencoder_loss(W, X):
@@ -139,8 +129,8 @@ def gplvm_log_likelihood(X, Y, alpha, beta):
     if Y.ndim != 2 or Y.shape[0] != X.shape[0]:
         raise ValueError(f"Y must have shape ({X.shape[0]}, D) to match X of shape {tuple(X.shape)}; "
                          f"got {tuple(Y.shape)}")
-    alpha = _check_positive("alpha", alpha)
-    beta = _check_positive("beta", beta)
+    alpha = checks.real("alpha", alpha, 0.0, low_open=True)
+    beta = checks.real("beta", beta, 0.0, low_open=True)
     linalg = _linalg(xp, X)
     N, q = X.shape
     D = Y.shape[1]

@@ -5,11 +5,9 @@ from __future__ import annotations
 import math
 import os
 import secrets
-from numbers import Integral, Real
 
 from . import backend as _backend
-from . import flat, optim
-from .models import _positive_int, checked_array
+from . import checks, flat, optim
 
 _DEFAULTS = {
     "update_rule": "sgd",
@@ -27,11 +25,6 @@ _DEFAULTS = {
     "callback": None,
 }
 _SPLITS = ("X_train", "y_train", "X_val", "y_val")
-
-
-def _count(name, value, allow_none=False):
-    """Return ``value`` if it is a positive int (or None when allowed), else raise."""
-    return None if value is None and allow_none else _positive_int(name, value)
 
 
 class Solver:
@@ -106,24 +99,19 @@ class Solver:
         self.optim_config = dict(opts["optim_config"] or {})
         if isinstance(opts["update_rule"], str):
             self._check_optim_config(opts["update_rule"])
-        lr_decay = opts["lr_decay"]
-        if isinstance(lr_decay, bool) or not isinstance(lr_decay, Real) or not 0 < lr_decay <= 1:
-            raise ValueError(f"lr_decay must be a number in (0, 1]; got {lr_decay!r}")
-        self.lr_decay = float(lr_decay)
-        self.batch_size = _count("batch_size", opts["batch_size"])
-        self.num_epochs = _count("num_epochs", opts["num_epochs"])
-        self.num_iterations = _count("num_iterations", opts["num_iterations"], allow_none=True)
-        self.num_train_samples = _count("num_train_samples", opts["num_train_samples"], allow_none=True)
-        self.num_val_samples = _count("num_val_samples", opts["num_val_samples"], allow_none=True)
+        self.lr_decay = checks.real("lr_decay", opts["lr_decay"], 0, 1, low_open=True, high_open=False)
+        self.batch_size = checks.integer("batch_size", opts["batch_size"])
+        self.num_epochs = checks.integer("num_epochs", opts["num_epochs"])
+        self.num_iterations = checks.integer("num_iterations", opts["num_iterations"], optional=True)
+        self.num_train_samples = checks.integer("num_train_samples", opts["num_train_samples"], optional=True)
+        self.num_val_samples = checks.integer("num_val_samples", opts["num_val_samples"], optional=True)
         self.checkpoint_name = opts["checkpoint_name"]
         if self.checkpoint_name is not None and not isinstance(self.checkpoint_name, (str, os.PathLike)):
             raise TypeError(f"checkpoint_name must be a path or None; got {self.checkpoint_name!r}")
-        self.print_every = _count("print_every", opts["print_every"])
+        self.print_every = checks.integer("print_every", opts["print_every"])
         self.verbose = bool(opts["verbose"])
-        seed = opts["seed"]
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0):
-            raise ValueError(f"seed must be None or a non-negative integer; got {seed!r}")
-        self.seed = secrets.randbits(32) if seed is None else int(seed)
+        seed = checks.seed(opts["seed"])
+        self.seed = secrets.randbits(32) if seed is None else seed
         self.callback = opts["callback"]
         if self.callback is not None and not callable(self.callback):
             raise TypeError(f"callback must be callable(solver, event) or None; got {self.callback!r}")
@@ -180,8 +168,8 @@ class Solver:
         moved = []
         input_dim = getattr(model, "input_dim", None)
         for split in ("train", "val"):
-            X = _backend.to_device(checked_array(f"X_{split}", data[f"X_{split}"]), xp, model.device, dtype)
-            y = _backend.to_device(checked_array(f"y_{split}", data[f"y_{split}"], "integral"), xp, model.device)
+            X = _backend.to_device(checks.checked_array(f"X_{split}", data[f"X_{split}"]), xp, model.device, dtype)
+            y = _backend.to_device(checks.checked_array(f"y_{split}", data[f"y_{split}"], "integral"), xp, model.device)
             if X.ndim < 2 or X.shape[0] == 0:
                 raise ValueError(f"X_{split} must have shape (N, ...) with N > 0; got {tuple(X.shape)}")
             if input_dim is not None and math.prod(X.shape[1:]) != input_dim:
@@ -324,7 +312,7 @@ class Solver:
         float
         """
         model, xp = self.model, self.model.xp
-        batch_size = _count("batch_size", batch_size)
+        batch_size = checks.integer("batch_size", batch_size)
         X = _backend.to_device(X, xp, model.device, getattr(model, "_dtype", None))
         y = _backend.to_device(y, xp, model.device)
         N = X.shape[0]

@@ -117,7 +117,7 @@ def count_step_ops(model="two-layer", hidden=100, batch_size=200, reg=0.0, updat
         Operations per step by NumPy function name, most frequent first.
     """
     global _counts
-    from anynet import models, optim
+    from anynet import checks, optim
     from anynet.bench import FC_DROPOUT, FC_HIDDEN
     from anynet.models import FullyConnectedNet, TwoLayerNet
     from anynet.solver import Solver
@@ -147,7 +147,7 @@ def count_step_ops(model="two-layer", hidden=100, batch_size=200, reg=0.0, updat
     for name in ("uniform", "normal", "integers"):
         setattr(rng, name, _counted_draw(name, getattr(rng, name)))
     # Host labels are range-checked at every step; a GPU's are not (the Solver checked them once).
-    check_label_range, models.check_label_range = models.check_label_range, lambda *args: None
+    check_label_range, checks.check_label_range = checks.check_label_range, lambda *args: None
     try:
         for counting in (False, True):  # two steps to settle the fused layout, then the counted ones
             _counts = Counter() if counting else None
@@ -157,7 +157,7 @@ def count_step_ops(model="two-layer", hidden=100, batch_size=200, reg=0.0, updat
         counts = _counts
     finally:
         _counts = None
-        models.check_label_range = check_label_range
+        checks.check_label_range = check_label_range
     by_name = {name: n / steps for name, n in counts.most_common()}
     return sum(counts.values()) / steps, by_name
 
