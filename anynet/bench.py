@@ -15,6 +15,7 @@ command line; ``compare(...)`` returns the figures as a dict.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import statistics
@@ -414,10 +415,14 @@ def compare(
         run()
         log(f"warmed up {name}")
     runs = {name: [] for name in contestants}
-    for r in range(repeats):
-        for name, run in contestants.items():
-            runs[name].append(batch_size * iterations / run())
-        log(f"round {r + 1}/{repeats}: " + ", ".join(f"{n} {v[-1]:,.0f}" for n, v in runs.items()))
+    gc_watch = _GcWatch(contestants)
+    with gc_watch:
+        for r in range(repeats):
+            for name, run in contestants.items():
+                gc_watch.who = name
+                runs[name].append(batch_size * iterations / run())
+                gc_watch.who = None
+            log(f"round {r + 1}/{repeats}: " + ", ".join(f"{n} {v[-1]:,.0f}" for n, v in runs.items()))
     median = {name: statistics.median(v) for name, v in runs.items()}
     pairs = [("anynet", "torch"), ("anynet", "gemm_floor"), ("torch", "gemm_floor")]
     pairs = [(a, b) for a, b in pairs if a in median and b in median]
@@ -443,10 +448,43 @@ def compare(
         "malloc": "glibc keeps freed memory (mallopt)" if kept else "default glibc malloc",
         "cpu": f"{cpu_model()}, {os.cpu_count()} cores", "blas": blas_info(), "floor": contestants["gemm_floor"].where,
         "versions": versions, "date": time.strftime("%Y-%m-%d %H:%M"), "notes": notes,
+        "gc": gc_watch.totals,
     }
     if on_gpu:
         setup["gpu"] = _gpu_name(backend)
     return {"images_per_s": runs, "median": median, "ratios": ratios, "setup": setup}
+
+
+class _GcWatch:
+    """Garbage collections, and their time, inside each contestant's timed runs (``who`` says whose run it is).
+
+    With PyTorch imported a full collection takes tens of milliseconds: as long as a whole timed run of a
+    small model on a GPU, so one that lands in a run makes that run an outlier.
+    """
+
+    def __init__(self, names):
+        self.totals = {name: {"full": 0, "collections": 0, "ms": 0.0} for name in names}
+        self.who = None
+        self._start = None
+
+    def _callback(self, phase, info):
+        if self.who is None:
+            return
+        if phase == "start":
+            self._start = time.perf_counter()
+        elif self._start is not None:
+            total = self.totals[self.who]
+            total["collections"] += 1
+            total["full"] += info["generation"] == 2
+            total["ms"] += (time.perf_counter() - self._start) * 1e3
+            self._start = None
+
+    def __enter__(self):
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc):
+        gc.callbacks.remove(self._callback)
 
 
 def _gpu_name(backend):
@@ -482,6 +520,8 @@ def format_report(result):
             f"{name:12s} {result['median'][name]:16,.0f}   " + " ".join(f"{v:,.0f}" for v in runs)
         )
     lines += [f"{k:18s} {v:.3f}" for k, v in result["ratios"].items()]
+    lines.append("garbage collection in the timed runs: " + "; ".join(
+        f"{name} {g['collections']} ({g['full']} full), {g['ms']:.1f} ms" for name, g in s["gc"].items()))
     return "\n".join(lines)
 
 

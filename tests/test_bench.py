@@ -28,6 +28,7 @@ def test_bench_reports_three_contestants_and_ratios(backend_name):
     ratio = float(re.search(r"^anynet/torch\s+([\d.]+)", result.stdout, re.M).group(1))
     expected = int(medians["anynet"].replace(",", "")) / int(medians["torch"].replace(",", ""))
     assert ratio == pytest.approx(expected, rel=1e-2)
+    assert re.search(r"^garbage collection in the timed runs: anynet \d+ \(\d+ full\)", result.stdout, re.M)
 
 
 def test_bench_rejects_bad_flags():
@@ -84,3 +85,18 @@ def test_bench_data_is_cifar10_prepared_as_for_training(tmp_path, monkeypatch):
     monkeypatch.delenv("ANYNET_DATA", raising=False)
     data, source = bench.load_data(70, 20)  # benchmarks never download: random images of the same shape
     assert source == "random" and data["X_train"].shape == (70, 3, 32, 32)
+
+
+def test_gc_watch_counts_collections_inside_a_contestants_run_only():
+    import gc
+
+    with bench._GcWatch(["anynet", "torch"]) as watch:
+        gc.collect()  # no contestant running: not counted
+        watch.who = "torch"
+        gc.collect()
+        gc.collect(0)
+        watch.who = None
+    assert watch.totals["anynet"] == {"full": 0, "collections": 0, "ms": 0.0}
+    assert watch.totals["torch"]["collections"] == 2 and watch.totals["torch"]["full"] == 1
+    assert watch.totals["torch"]["ms"] > 0
+    assert watch._callback not in gc.callbacks
