@@ -124,9 +124,9 @@ def relu_forward(x):
 def relu_backward(dout, cache):
     """Backward pass of ``relu_forward``: ``dout`` where the input was positive."""
     xp = array_namespace(dout, cache)
-    # The output is >= 0, so its sign is the 0/1 mask: two operations (two launches on a GPU), not the
-    # three of astype(out > 0) or the slow where() of NumPy.
-    return dout * xp.sign(cache)
+    # A product with the 0/1 mask: NumPy's where() is ten times slower here, and sign(out), though one
+    # operation fewer, is on CuPy array-api-compat's sign, which patches NaNs through a boolean mask.
+    return dout * xp.astype(cache > 0, dout.dtype)
 
 
 def softmax_loss(x, y):
