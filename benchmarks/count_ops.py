@@ -9,7 +9,9 @@ reductions, products), every array function (``take``, ``where``, ``sum``, ...)
 and every ``astype``. Views (reshape, transpose, slicing) launch nothing and
 are not counted. The count is exact and repeatable, so it can be compared
 between commits on any machine; it stands in for launches, which only a GPU
-can time.
+can time. It counts what NumPy is asked to do: where array-api-compat wraps a
+function differently for another backend, that backend may do more (its
+``sign`` sets NaNs through a boolean mask on CuPy and PyTorch, for one).
 
 ``python benchmarks/count_ops.py --model two-layer`` prints the total and a
 breakdown; ``count_step_ops(...)`` returns them.
