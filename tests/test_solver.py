@@ -164,3 +164,47 @@ def test_solver_validates_data():
             anynet.Solver(model, {**good, **change}, verbose=False)
     with pytest.raises(ValueError, match="missing X_val"):
         anynet.Solver(model, {k: v for k, v in good.items() if k != "X_val"})
+
+
+# What waits on a GPU: copies to the host, Python scalars from arrays, and masked writes or reads, whose
+# nonzero() must know the count on the host.
+_WAITS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__", "__setitem__",
+          "nonzero")
+
+
+@pytest.mark.parametrize("kind", ["two-layer, reg, sgd", "fc, batchnorm, dropout, fused adam"])
+def test_a_training_step_asks_nothing_that_waits_on_the_device(backend_name, kind, monkeypatch):
+    # Checked through PyTorch's tensor methods (on the CPU here): a step must not call any of them, not even
+    # inside array-api-compat, or it would synchronize on CUDA (compat's sign() on PyTorch sets NaNs through
+    # a mask, for one). benchmarks/sync_check.py checks the same on a GPU.
+    if backend_name != "torch":
+        pytest.skip("checked through PyTorch's tensor methods")
+    import torch
+
+    if kind.startswith("fc"):
+        monkeypatch.setattr(backend, "on_gpu", lambda name, device: True)  # the GPU path: one fused update
+        model = anynet.FullyConnectedNet([16, 12], input_dim=8, num_classes=3, dropout=0.2, use_batchnorm=True,
+                                         weight_scale=0.3, seed=0, backend="torch")
+        rule = "adam"
+    else:
+        model = anynet.TwoLayerNet(input_dim=8, hidden_dims=16, num_classes=3, reg=0.1, seed=0, backend="torch")
+        rule = "sgd"
+    rng = np.random.default_rng(0)
+    data = {"X_train": rng.standard_normal((60, 8)), "y_train": rng.integers(0, 3, 60),
+            "X_val": rng.standard_normal((20, 8)), "y_val": rng.integers(0, 3, 20)}
+    solver = anynet.Solver(model, data, update_rule=rule, optim_config={"learning_rate": 0.01}, batch_size=10,
+                           num_epochs=1, verbose=False, seed=0)
+    solver.train()  # the first steps make cached constants and, fused, the flat layout
+    solver._start_epoch(1)
+
+    def waits(*args, **kwargs):
+        raise AssertionError("a training step waited on the device")
+
+    with monkeypatch.context() as patch:
+        for name in _WAITS:
+            patch.setattr(torch.Tensor, name, waits)
+        patch.setattr(torch, "nonzero", waits)
+        for _ in range(3):
+            solver._step()
+            solver.t += 1
+    assert solver._fuse == kind.startswith("fc")
