@@ -55,23 +55,6 @@ def set_threads(n):
     return how
 
 
-def keep_freed_memory():
-    """Ask glibc to keep freed blocks for reuse instead of returning them to the OS.
-
-    NumPy's multi-megabyte temporaries otherwise come back as fresh pages that
-    fault in (zero-filled) at every training step. Process-wide: in ``compare``
-    it serves every contestant alike. Returns whether the setting took.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 1 << 28) and libc.mallopt(m_trim_threshold, 1 << 30))
-    except (OSError, AttributeError):
-        return False
-
-
 def blas_info():
     """One line per BLAS NumPy loaded (library, version, kernel, threads), when threadpoolctl can tell."""
     try:
@@ -371,7 +354,8 @@ def compare(
     log : callable, optional
         Receives progress lines.
     keep_memory : bool
-        Call ``keep_freed_memory()`` first (glibc; affects every contestant).
+        Call ``backend.keep_freed_memory()`` first (glibc; affects every contestant, as ``anynet train``
+        does for itself).
 
     Returns
     -------
@@ -387,7 +371,7 @@ def compare(
     log = log or (lambda line: None)
     threads = threads or os.cpu_count() or 1
     thread_control = set_threads(threads)
-    kept = keep_memory and keep_freed_memory()
+    kept = keep_memory and _backend.keep_freed_memory()
     dev = _backend.resolve_device(backend, device)
     on_gpu = _backend.on_gpu(backend, dev)
     if torch_device is None:

@@ -148,6 +148,7 @@ def add_train_parser(subparsers):
 
 def run_train(args):
     """Run ``anynet train``; return the exit code."""
+    from .backend import keep_freed_memory
     from .train import new_run_dir, train
 
     fresh = args.out is None and args.resume is None
@@ -157,6 +158,7 @@ def run_train(args):
         out = Path(args.resume).parent
     else:
         out = new_run_dir("runs")
+    keep_freed_memory()  # this process only trains: NumPy's temporaries are reused instead of faulting in
     try:
         metrics = train(config_from_args(args), out_dir=out, quiet=args.quiet, resume=args.resume)
     except KeyboardInterrupt:
