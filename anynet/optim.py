@@ -76,9 +76,16 @@ def _add_to(step, w):
     return step
 
 
-def _running_mean(old, new, keep):
-    """``keep * old + (1 - keep) * new`` as ``old + (1 - keep) * (new - old)``: one new array, no temporaries."""
-    out = new - old
+def _running_mean(old, new, keep, fresh=False):
+    """``keep * old + (1 - keep) * new`` as ``old + (1 - keep) * (new - old)``: one new array, no temporaries.
+
+    With ``fresh`` (``new`` is a temporary the caller made) the result is written into ``new``: no new array.
+    """
+    if fresh and new.dtype == old.dtype and new.shape == old.shape:
+        new -= old
+        out = new
+    else:
+        out = new - old
     out *= 1.0 - keep
     out += old
     return out
@@ -136,7 +143,7 @@ def rmsprop(w, dw, config=None):
     config = _config(config, ("cache",), learning_rate=1e-2, decay_rate=0.99, epsilon=1e-8)
     xp = array_namespace(w, dw)
     lr, rho, eps = _hyper(config, "learning_rate", "decay_rate", "epsilon")
-    cache = _running_mean(_state(config, "cache", w), dw * dw, rho)
+    cache = _running_mean(_state(config, "cache", w), dw * dw, rho, fresh=True)
     config["cache"] = cache
     step = xp.sqrt(cache)
     step += eps
@@ -156,7 +163,7 @@ def adam(w, dw, config=None):
     lr, b1, b2, eps = _hyper(config, "learning_rate", "beta1", "beta2", "epsilon")
     t = config.get("t", 0) + 1
     m = _running_mean(_state(config, "m", w), dw, b1)
-    v = _running_mean(_state(config, "v", w), dw * dw, b2)
+    v = _running_mean(_state(config, "v", w), dw * dw, b2, fresh=True)
     config.update(m=m, v=v, t=t)
     # lr * m_hat / (sqrt(v_hat) + eps) with the bias corrections folded into two
     # scalars: lr * sqrt(c2) / c1 * m / (sqrt(v) + eps * sqrt(c2)); no m_hat, v_hat arrays.
