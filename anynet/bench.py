@@ -361,7 +361,9 @@ def compare(
     -------
     dict
         ``images_per_s`` (contestant -> list of runs), ``median``, ``ratios``
-        and a description of the setup.
+        and a description of the setup, whose ``gc`` counts the garbage
+        collections inside each contestant's timed runs (the collector also
+        runs before each of them, off the clock).
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {', '.join(MODELS)}; got {model!r}")
@@ -403,6 +405,7 @@ def compare(
     with gc_watch:
         for r in range(repeats):
             for name, run in contestants.items():
+                gc.collect()  # what the last run left is not collected on the next one's clock
                 gc_watch.who = name
                 runs[name].append(batch_size * iterations / run())
                 gc_watch.who = None
