@@ -92,7 +92,8 @@ class Counted(np.ndarray):
         return _wrap(self.view(np.ndarray).astype(*args, **kwargs))
 
 
-def count_step_ops(model="two-layer", hidden=100, batch_size=200, reg=0.0, update_rule=None, steps=3, fuse=None):
+def count_step_ops(model="two-layer", hidden=100, batch_size=200, reg=0.0, update_rule=None, steps=3, fuse=None,
+                   backend="numpy"):
     """Array operations of one ``Solver`` step, as the Solver runs it on a GPU.
 
     Parameters
@@ -110,13 +111,17 @@ def count_step_ops(model="two-layer", hidden=100, batch_size=200, reg=0.0, updat
     fuse : bool, optional
         Whether the Solver updates all parameters in one call; default: as it
         does on a GPU (every built-in rule but plain SGD).
+    backend : {"numpy", "torch"}
+        "numpy" counts what the standard's code asks for; "torch" counts the
+        PyTorch operators a step dispatches (on the CPU, with PyTorch's
+        profiler), array-api-compat's wrappers included: on CUDA each is a launch.
 
     Returns
     -------
     total : float
         Operations per step.
     by_name : dict
-        Operations per step by NumPy function name, most frequent first.
+        Operations per step by NumPy function (or PyTorch operator) name, most frequent first.
     """
     global _counts
     from anynet import checks, optim
@@ -124,22 +129,26 @@ def count_step_ops(model="two-layer", hidden=100, batch_size=200, reg=0.0, updat
     from anynet.models import FullyConnectedNet, TwoLayerNet
     from anynet.solver import Solver
 
+    if backend not in ("numpy", "torch"):
+        raise ValueError(f"backend must be numpy or torch; got {backend!r}")
     if model == "fc":
         net = FullyConnectedNet(list(FC_HIDDEN), dropout=FC_DROPOUT, use_batchnorm=True, weight_scale=5e-2,
-                                reg=reg, seed=0, backend="numpy")
+                                reg=reg, seed=0, backend=backend, device="cpu")
         rule = update_rule or "adam"
     else:
-        net = TwoLayerNet(hidden_dims=hidden, reg=reg, seed=0, backend="numpy")
+        net = TwoLayerNet(hidden_dims=hidden, reg=reg, seed=0, backend=backend, device="cpu")
         rule = update_rule or "sgd"
     rng = np.random.default_rng(0)
     N = 4 * batch_size
     data = {
-        "X_train": rng.standard_normal((N, net.input_dim), dtype=np.float32).view(Counted),
-        "y_train": rng.integers(0, 10, N).view(Counted),
-        "X_val": rng.standard_normal((batch_size, net.input_dim), dtype=np.float32).view(Counted),
-        "y_val": rng.integers(0, 10, batch_size).view(Counted),
+        "X_train": rng.standard_normal((N, net.input_dim), dtype=np.float32),
+        "y_train": rng.integers(0, 10, N),
+        "X_val": rng.standard_normal((batch_size, net.input_dim), dtype=np.float32),
+        "y_val": rng.integers(0, 10, batch_size),
     }
-    net.params = {k: v.view(Counted) for k, v in net.params.items()}
+    if backend == "numpy":
+        data = {k: v.view(Counted) for k, v in data.items()}
+        net.params = {k: v.view(Counted) for k, v in net.params.items()}
     solver = Solver(net, data, update_rule=rule, optim_config={"learning_rate": 1e-4}, batch_size=batch_size,
                     num_epochs=1, verbose=False, seed=0)
     solver._fuse = (optim.UPDATE_RULES[rule] is not optim.sgd) if fuse is None else fuse
@@ -151,17 +160,57 @@ def count_step_ops(model="two-layer", hidden=100, batch_size=200, reg=0.0, updat
     # Host labels are range-checked at every step; a GPU's are not (the Solver checked them once).
     check_label_range, checks.check_label_range = checks.check_label_range, lambda *args: None
     try:
-        for counting in (False, True):  # two steps to settle the fused layout, then the counted ones
-            _counts = Counter() if counting else None
-            for _ in range(steps if counting else 2):
-                solver._step()
-                solver.t += 1
-        counts = _counts
+        for _ in range(2):  # two steps to settle the fused layout, then the counted ones
+            solver._step()
+            solver.t += 1
+        counts = _count_numpy(solver, steps) if backend == "numpy" else _count_torch(solver, steps)
     finally:
-        _counts = None
         checks.check_label_range = check_label_range
     by_name = {name: n / steps for name, n in counts.most_common()}
     return sum(counts.values()) / steps, by_name
+
+
+def _count_numpy(solver, steps):
+    """Counter of the NumPy operations of ``steps`` steps on counted arrays."""
+    global _counts
+    _counts = Counter()
+    try:
+        for _ in range(steps):
+            solver._step()
+            solver.t += 1
+        return _counts
+    finally:
+        _counts = None
+
+
+# PyTorch operators that make views, read metadata or return their input: no kernel on a GPU.
+_TORCH_FREE = {
+    "aten::view", "aten::reshape", "aten::_reshape_alias", "aten::_unsafe_view", "aten::t", "aten::transpose",
+    "aten::permute", "aten::numpy_T", "aten::slice", "aten::select", "aten::unsqueeze", "aten::squeeze",
+    "aten::expand", "aten::as_strided", "aten::alias", "aten::detach", "aten::lift_fresh", "aten::empty",
+    "aten::empty_strided", "aten::resolve_conj", "aten::resolve_neg", "aten::result_type",
+}
+
+
+def _count_torch(solver, steps):
+    """Counter of the top-level PyTorch operators of ``steps`` steps (a ``to`` that copies nothing is free)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            solver._step()
+            solver.t += 1
+    counts = Counter()
+    for event in prof.events():
+        parent = event.cpu_parent
+        while parent is not None and not parent.name.startswith("aten::"):
+            parent = parent.cpu_parent
+        if not event.name.startswith("aten::") or parent is not None or event.name in _TORCH_FREE:
+            continue
+        if event.name == "aten::to" and not event.cpu_children:
+            continue
+        counts[event.name] += 1
+    return counts
 
 
 def main(argv=None):
@@ -172,9 +221,12 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--reg", type=float, default=0.0)
     parser.add_argument("--update-rule", default=None)
+    parser.add_argument("--backend", choices=("numpy", "torch"), default="numpy",
+                        help="numpy: what the code asks for; torch: the PyTorch operators it dispatches")
     args = parser.parse_args(argv)
-    total, by_name = count_step_ops(args.model, args.hidden, args.batch_size, args.reg, args.update_rule)
-    print(f"{args.model} (hidden {args.hidden}, reg {args.reg:g}, batch {args.batch_size}): "
+    total, by_name = count_step_ops(args.model, args.hidden, args.batch_size, args.reg, args.update_rule,
+                                    backend=args.backend)
+    print(f"{args.model} (hidden {args.hidden}, reg {args.reg:g}, batch {args.batch_size}), {args.backend}: "
           f"{total:g} array operations per step")
     for name, n in by_name.items():
         print(f"  {n:5g}  {name}")
