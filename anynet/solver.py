@@ -229,11 +229,10 @@ class Solver:
 
     def _step(self):
         """One minibatch update; never waits on the device."""
-        xp = self.model.xp
         k = self.t % self.iterations_per_epoch
         idx = self._order[k * self.batch_size:(k + 1) * self.batch_size]
-        X_batch = xp.take(self.X_train, idx, axis=0)
-        y_batch = xp.take(self.y_train, idx, axis=0)
+        X_batch = _backend.take_rows(self.X_train, idx)
+        y_batch = _backend.take_rows(self.y_train, idx)
         loss, grads = self.model.loss(X_batch, y_batch)
         self.last_loss = loss
         self._pending_losses.append(loss)
@@ -321,7 +320,7 @@ class Solver:
         if num_samples is not None and num_samples < N:
             rng = _backend.Generator((self.seed, self.epoch, self.t), model.backend, model.device)
             idx = rng.sample(N, num_samples)  # not a permutation of all N: 20x less host time at N = 49,000
-            X, y, N = xp.take(X, idx, axis=0), xp.take(y, idx, axis=0), num_samples
+            X, y, N = _backend.take_rows(X, idx), _backend.take_rows(y, idx), num_samples
         correct = xp.zeros((), dtype=xp.int64, device=model.device)
         for start in range(0, N, batch_size):
             stop = min(start + batch_size, N)

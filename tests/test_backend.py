@@ -128,3 +128,12 @@ def test_keep_freed_memory_reuses_large_blocks_without_page_faults():
     # a kept block is reused as it is.
     assert int(faults["default"]) >= 20
     assert int(faults["keep"]) <= int(faults["default"]) // 10
+
+
+def test_take_rows_is_take_along_the_first_axis(xp, device):
+    x = xp.reshape(xp.arange(12, dtype=xp.float32, device=device), (4, 3))
+    idx = xp.asarray([3, 0, 0, 2], device=device)
+    np.testing.assert_array_equal(backend.to_numpy(backend.take_rows(x, idx)),
+                                  backend.to_numpy(xp.take(x, idx, axis=0)))
+    y = xp.asarray([5, 6, 7, 8], device=device)
+    np.testing.assert_array_equal(backend.to_numpy(backend.take_rows(y, idx)), [8, 5, 5, 7])
