@@ -80,15 +80,22 @@ def main(argv=None):
     parser.add_argument("--backend", default="numpy")
     parser.add_argument("--device", default=None)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's malloc as it is (by default freed memory is kept for reuse)")
     args = parser.parse_args(argv)
 
     import anynet
     from anynet.bench import _synchronizer
 
+    # Two versions in one process share glibc's heap: whether a freed minibatch goes back to the OS, and the
+    # next one faults in, then depends on the interleaving, not on either version (15 vs 307 faults a step
+    # seen for code that runs alike on its own). Kept memory takes that luck out, as in `anynet train`.
+    kept = not args.default_malloc and anynet.backend.keep_freed_memory()
     base = load_base(args.base, args.base_dir)
     device = anynet.backend.resolve_device(args.backend, args.device)
     sync = _synchronizer(args.backend, device)
-    print(f"base {args.base or args.base_dir} vs working tree; backend {args.backend} on {device}")
+    print(f"base {args.base or args.base_dir} vs working tree; backend {args.backend} on {device}; "
+          f"{'glibc keeps freed memory' if kept else 'default malloc'}")
     for model, batch_size, iterations in CASES:
         rng = np.random.default_rng(0)
         N = max(10_000, 12 * batch_size)
