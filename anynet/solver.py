@@ -208,6 +208,9 @@ class Solver:
         """Draw this epoch's minibatch order and dropout stream from (seed, epoch)."""
         rng = _backend.Generator((self.seed, epoch), self.model.backend, self.model.device)
         self._order = rng.permutation(self.X_train.shape[0])
+        # The labels are small: put them in this epoch's order once, so that a step slices them (a view)
+        # instead of gathering them (a launch on a GPU). The images would need a second copy of the set.
+        self._y_order = _backend.take_rows(self.y_train, self._order)
         self.model.rng = rng
 
     def _unmerge(self):
@@ -230,9 +233,9 @@ class Solver:
     def _step(self):
         """One minibatch update; never waits on the device."""
         k = self.t % self.iterations_per_epoch
-        idx = self._order[k * self.batch_size:(k + 1) * self.batch_size]
-        X_batch = _backend.take_rows(self.X_train, idx)
-        y_batch = _backend.take_rows(self.y_train, idx)
+        batch = slice(k * self.batch_size, (k + 1) * self.batch_size)
+        X_batch = _backend.take_rows(self.X_train, self._order[batch])
+        y_batch = self._y_order[batch]
         loss, grads = self.model.loss(X_batch, y_batch)
         self.last_loss = loss
         self._pending_losses.append(loss)
