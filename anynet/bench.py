@@ -326,7 +326,7 @@ class GemmFloor:
 def compare(
     backend="numpy", device=None, model="two-layer", hidden=100, batch_size=200, threads=None,
     repeats=5, iterations=100, num_train=None, data_dir=None, seed=0, torch_device=None, log=None,
-    keep_memory=False,
+    keep_memory=True,
 ):
     """Train one model three ways, taking turns, and return the figures.
 
@@ -354,8 +354,9 @@ def compare(
     log : callable, optional
         Receives progress lines.
     keep_memory : bool
-        Call ``backend.keep_freed_memory()`` first (glibc; affects every contestant, as ``anynet train``
-        does for itself).
+        Call ``backend.keep_freed_memory()`` first (glibc; the whole process, so every contestant, as
+        ``anynet train`` does for itself). With glibc's default the heap's history decides whose freed
+        minibatches go back to the OS and fault in again: the same code ran at 76k or 96k images/s.
 
     Returns
     -------
@@ -529,8 +530,12 @@ def build_parser(parser=None):
     parser.add_argument("--num-train", type=int, default=None, help="training images (default max(10000, 12 x batch))")
     parser.add_argument("--data", default=None, help="folder with cifar-10-batches-py (default $ANYNET_DATA)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--keep-memory", action="store_true",
-                        help="tell glibc to keep freed memory (no page faults on reuse), for every contestant")
+    parser.add_argument("--default-malloc", dest="keep_memory", action="store_false",
+                        help="leave glibc's malloc as it is; by default freed memory is kept for reuse, for every "
+                             "contestant, as anynet train does: otherwise the heap's history decides whose "
+                             "minibatches fault in afresh, and ratios swing from run to run")
+    parser.add_argument("--keep-memory", action="store_true", help=argparse.SUPPRESS)  # the default now
+    parser.set_defaults(keep_memory=True)
     parser.add_argument("--quiet", action="store_true", help="print only the result")
     return parser
 
