@@ -213,6 +213,7 @@ def restore_solver(solver, path):
     _restore_bn(model.bn_params, arrays, "bn", xp, device)
     state = meta["solver"]
     solver.epoch, solver.t, solver.seed = state["epoch"], state["t"], state["seed"]
+    solver._drawn = None  # the epoch's minibatch order is drawn again from (seed, epoch)
     solver.best_val_acc = state["best_val_acc"]
     solver.train_acc_history = list(state["train_acc_history"])
     solver.val_acc_history = list(state["val_acc_history"])

@@ -203,6 +203,7 @@ class Solver:
         self._pending_losses = []
         self.last_loss = None
         self.optim_configs = {p: dict(self.optim_config) for p in self.model.params}
+        self._drawn = None  # (seed, epoch) of the minibatch order in hand
 
     def _start_epoch(self, epoch):
         """Draw this epoch's minibatch order and dropout stream from (seed, epoch)."""
@@ -211,7 +212,8 @@ class Solver:
         # The labels are small: put them in this epoch's order once, so that a step slices them (a view)
         # instead of gathering them (a launch on a GPU). The images would need a second copy of the set.
         self._y_order = _backend.take_rows(self.y_train, self._order)
-        self.model.rng = rng
+        self._rng = self.model.rng = rng
+        self._drawn = (self.seed, epoch)
 
     def _unmerge(self):
         """Turn the merged state back into per-parameter configs (views), by the layout it was merged in."""
@@ -358,9 +360,13 @@ class Solver:
 
     def train(self):
         """Run the optimization; at the end the model holds the best parameters."""
+        if self._drawn == (self.seed, self.epoch):
+            self.model.rng = self._rng  # train() called again inside an epoch: its dropout stream goes on
         try:
             while self.t < self.num_iterations:
-                if self.t % self.iterations_per_epoch == 0:
+                if self._drawn != (self.seed, self.epoch):
+                    # At each epoch's start, and when resuming from a checkpoint written inside an epoch
+                    # (the order is the epoch's again; the dropout stream starts over).
                     self._start_epoch(self.epoch)
                 first = self.t == 0
                 self._step()
@@ -406,6 +412,7 @@ class Solver:
         """Write the whole training state to ``path`` (.npz, atomically)."""
         from .checkpoint import save_solver
 
+        self._flush_losses()  # written inside an epoch, the checkpoint still holds every loss so far
         save_solver(self, path)
 
     def load_checkpoint(self, path):

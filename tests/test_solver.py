@@ -20,15 +20,19 @@ def _small_data(N=50, N_val=20):
     return {"X_train": X, "y_train": y, "X_val": X_val, "y_val": y_val}
 
 
-def _small_problem(backend_name, **solver_kwargs):
-    """A small net and Solver on 8-feature data, cheap enough for many runs."""
+def _eight_features():
+    """60 training and 20 validation rows of 8 random features, 3 classes."""
     rng = np.random.default_rng(0)
-    data = {"X_train": rng.standard_normal((60, 8)), "y_train": rng.integers(0, 3, 60),
+    return {"X_train": rng.standard_normal((60, 8)), "y_train": rng.integers(0, 3, 60),
             "X_val": rng.standard_normal((20, 8)), "y_val": rng.integers(0, 3, 20)}
-    model = anynet.FullyConnectedNet([16], input_dim=8, num_classes=3, weight_scale=0.3, seed=0,
+
+
+def _small_problem(backend_name, dropout=0, **solver_kwargs):
+    """A small net and Solver on 8-feature data, cheap enough for many runs."""
+    model = anynet.FullyConnectedNet([16], input_dim=8, num_classes=3, weight_scale=0.3, seed=0, dropout=dropout,
                                      backend=backend_name)
     kwargs = dict(optim_config={"learning_rate": 0.1}, batch_size=10, num_epochs=4, verbose=False, seed=0)
-    return model, anynet.Solver(model, data, **{**kwargs, **solver_kwargs})
+    return model, anynet.Solver(model, _eight_features(), **{**kwargs, **solver_kwargs})
 
 
 def test_three_layer_net_overfits_fifty_images(backend_name):
@@ -101,6 +105,52 @@ def test_resume_equals_uninterrupted_run(tmp_path, backend_name, update_rule):
     assert resumed.val_acc_history == solver.val_acc_history
     for k in model.params:
         np.testing.assert_array_equal(backend.to_numpy(resumed_model.params[k]), backend.to_numpy(model.params[k]))
+
+
+def _stop_at(t):
+    """A callback that stops training after iteration ``t``."""
+    def callback(solver, event):
+        if event == "iteration" and solver.t == t:
+            raise _Stop
+    return callback
+
+
+def test_resume_from_a_checkpoint_written_inside_an_epoch(tmp_path, backend_name):
+    # save_checkpoint is public: a callback may write one mid-epoch. The epoch's minibatch order is drawn
+    # again from (seed, epoch), so a net without dropout ends exactly as the uninterrupted run.
+    model, solver = _small_problem(backend_name)
+    solver.train()
+
+    def save_at_nine(s, event):
+        if event == "iteration" and s.t == 9:  # 6 steps an epoch: inside the second one
+            s.save_checkpoint(tmp_path / "mid.npz")
+            raise _Stop
+
+    _, first = _small_problem(backend_name, callback=save_at_nine)
+    with pytest.raises(_Stop):
+        first.train()
+    resumed_model, resumed = _small_problem(backend_name)
+    resumed.load_checkpoint(tmp_path / "mid.npz")
+    assert resumed.t == 9 and resumed.epoch == 1
+    resumed.train()
+    assert resumed.loss_history == solver.loss_history
+    for k in model.params:
+        np.testing.assert_array_equal(backend.to_numpy(resumed_model.params[k]), backend.to_numpy(model.params[k]))
+
+
+def test_train_called_again_inside_an_epoch_goes_on_exactly(backend_name):
+    # Stopped by an exception inside an epoch and called again, train() continues the epoch's minibatch
+    # order and its dropout stream (it used to fall back to the model's fixed-seed masks).
+    model, solver = _small_problem(backend_name, dropout=0.3)
+    solver.train()
+    stopped_model, stopped = _small_problem(backend_name, dropout=0.3, callback=_stop_at(9))
+    with pytest.raises(_Stop):
+        stopped.train()
+    stopped.callback = None
+    stopped.train()
+    assert stopped.loss_history == solver.loss_history
+    for k in model.params:
+        np.testing.assert_array_equal(backend.to_numpy(stopped_model.params[k]), backend.to_numpy(model.params[k]))
 
 
 def test_load_model_gives_best_parameters(tmp_path, backend_name):
