@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -60,6 +61,24 @@ def _wrap(a):
     if isinstance(a, tuple):
         return tuple(_wrap(v) for v in a)
     return a
+
+
+@contextmanager
+def counting():
+    """Count the operations made on counted arrays inside the block; yields the ``Counter``."""
+    global _counts
+    _counts = Counter()
+    try:
+        yield _counts
+    finally:
+        _counts = None
+
+
+def _steps(solver, n):
+    """Run ``n`` Solver steps."""
+    for _ in range(n):
+        solver._step()
+        solver.t += 1
 
 
 def _counted_draw(name, draw):
@@ -123,7 +142,6 @@ def count_step_ops(model="two-layer", hidden=100, batch_size=200, reg=0.0, updat
     by_name : dict
         Operations per step by NumPy function (or PyTorch operator) name, most frequent first.
     """
-    global _counts
     from anynet import checks, optim
     from anynet.bench import FC_DROPOUT, FC_HIDDEN
     from anynet.models import FullyConnectedNet, TwoLayerNet
@@ -160,9 +178,7 @@ def count_step_ops(model="two-layer", hidden=100, batch_size=200, reg=0.0, updat
     # Host labels are range-checked at every step; a GPU's are not (the Solver checked them once).
     check_label_range, checks.check_label_range = checks.check_label_range, lambda *args: None
     try:
-        for _ in range(2):  # two steps to settle the fused layout, then the counted ones
-            solver._step()
-            solver.t += 1
+        _steps(solver, 2)  # two steps to settle the fused layout, then the counted ones
         counts = _count_numpy(solver, steps) if backend == "numpy" else _count_torch(solver, steps)
     finally:
         checks.check_label_range = check_label_range
@@ -172,15 +188,9 @@ def count_step_ops(model="two-layer", hidden=100, batch_size=200, reg=0.0, updat
 
 def _count_numpy(solver, steps):
     """Counter of the NumPy operations of ``steps`` steps on counted arrays."""
-    global _counts
-    _counts = Counter()
-    try:
-        for _ in range(steps):
-            solver._step()
-            solver.t += 1
-        return _counts
-    finally:
-        _counts = None
+    with counting() as counts:
+        _steps(solver, steps)
+    return counts
 
 
 # PyTorch operators that make views, read metadata or return their input: no kernel on a GPU.
@@ -197,9 +207,7 @@ def _count_torch(solver, steps):
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(steps):
-            solver._step()
-            solver.t += 1
+        _steps(solver, steps)
     counts = Counter()
     for event in prof.events():
         parent = event.cpu_parent
