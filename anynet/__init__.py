@@ -2,21 +2,34 @@
 
 The same layers, models, optimizers and Solver run on NumPy, CuPy, PyTorch
 and array-api-strict arrays; the backend is chosen at run time.
+
+The names below load their module on first use: ``import anynet`` alone
+loads no array library, so the ``anynet`` command can set up its process
+before NumPy starts (``anynet.cli.prepare_process``).
 """
 
-from .backend import (
-    BACKENDS,
-    BackendUnavailableError,
-    Generator,
-    available_backends,
-    get_backend,
-    set_backend,
-)
-from .checkpoint import CheckpointError, load_model, save_model
-from .models import FullyConnectedNet, TwoLayerNet
-from .solver import Solver
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+# public name -> the module that defines it
+_HOME = {
+    "BACKENDS": "backend",
+    "BackendUnavailableError": "backend",
+    "Generator": "backend",
+    "available_backends": "backend",
+    "get_backend": "backend",
+    "set_backend": "backend",
+    "CheckpointError": "checkpoint",
+    "load_model": "checkpoint",
+    "save_model": "checkpoint",
+    "FullyConnectedNet": "models",
+    "TwoLayerNet": "models",
+    "Solver": "solver",
+}
 
 __all__ = [
     "BACKENDS",
@@ -32,3 +45,35 @@ __all__ = [
     "save_model",
     "set_backend",
 ]
+
+if TYPE_CHECKING:
+    from .backend import (
+        BACKENDS,
+        BackendUnavailableError,
+        Generator,
+        available_backends,
+        get_backend,
+        set_backend,
+    )
+    from .checkpoint import CheckpointError, load_model, save_model
+    from .models import FullyConnectedNet, TwoLayerNet
+    from .solver import Solver
+
+
+def __getattr__(name):
+    """Load a public name (or a submodule, as ``anynet.backend``) on first use."""
+    home = _HOME.get(name)
+    if home is None:
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *_HOME})

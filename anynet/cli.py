@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
-from .backend import BACKENDS, DTYPES, BackendUnavailableError
-from .checkpoint import CheckpointError
+# Nothing above loads NumPy (nor does ``import anynet``), so that ``main`` can set up the process first.
 
 # name -> "module:function"; a new subcommand is one line here.
 COMMANDS = {
@@ -24,9 +24,28 @@ COMMANDS = {
     "sweep": "anynet.sweep:add_parser",
     "bench": "anynet.bench:add_parser",
 }
-# Errors caused by what the user typed or pointed at: one line, exit code 2.
-USER_ERRORS = (ValueError, TypeError, BackendUnavailableError, CheckpointError, FileNotFoundError,
-               NotADirectoryError, PermissionError)
+
+
+def prepare_process():
+    """Settings for a process anynet runs (the ``anynet`` command, the benchmarks), made before NumPy loads.
+
+    OpenBLAS keeps its idle threads spinning for about 0.1 s after each
+    matrix product, on the cores the Solver's update threads need
+    (``anynet.blocks``); told ``OPENBLAS_THREAD_TIMEOUT=4`` before it loads,
+    they sleep at once. A value the user set is kept; once NumPy is loaded
+    this changes nothing.
+    """
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+
+def user_errors():
+    """Errors caused by what the user typed or pointed at: one line, exit code 2."""
+    from .backend import BackendUnavailableError
+    from .checkpoint import CheckpointError
+
+    return (ValueError, TypeError, BackendUnavailableError, CheckpointError, FileNotFoundError,
+            NotADirectoryError, PermissionError)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -81,6 +100,7 @@ def add_train_flags(parser):
     ``config_from_args`` returns only what was typed and ``anynet.train``
     fills in its ``DEFAULTS`` (or, with ``--resume``, the checkpoint's config).
     """
+    from .backend import BACKENDS, DTYPES
     from .optim import UPDATE_RULES
     from .train import DEFAULTS
 
@@ -182,6 +202,8 @@ def run_train(args):
 
 def add_evaluate_parser(subparsers):
     """Add ``anynet evaluate``."""
+    from .backend import BACKENDS
+
     parser = subparsers.add_parser(
         "evaluate", help="validation and test accuracy of a saved model",
         description="Print the validation and test accuracy of the model in a checkpoint.",
@@ -222,6 +244,7 @@ def build_parser():
 
 def main(argv=None):
     """Entry point of the ``anynet`` command; returns the exit code."""
+    prepare_process()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -230,7 +253,7 @@ def main(argv=None):
     prog = f"anynet {args.command}"
     try:
         return args.run(args)
-    except USER_ERRORS as exc:
+    except user_errors() as exc:
         print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except (FloatingPointError, OSError) as exc:

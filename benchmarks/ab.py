@@ -24,7 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from anynet.cli import prepare_process
+
+prepare_process()  # as the anynet command does, before NumPy loads
+import numpy as np  # noqa: E402
 
 CASES = (("two-layer", 200, 100), ("two-layer", 4096, 48), ("fc", 200, 60))
 

@@ -22,6 +22,9 @@ def _early_threads(argv):
 
 if __name__ == "__main__":
     _early_threads(sys.argv[1:])
+    from anynet.cli import prepare_process
+
+    prepare_process()  # as the anynet command does, before NumPy loads
     from anynet.bench import main
 
     sys.exit(main())

@@ -13,6 +13,15 @@ def test_numpy_and_strict_always_available():
     assert set(names) <= set(anynet.BACKENDS)
 
 
+def test_every_public_name_loads_on_first_use():
+    assert sorted(anynet.__all__) == sorted(anynet._HOME)
+    for name in anynet.__all__:
+        assert getattr(anynet, name) is getattr(__import__(f"anynet.{anynet._HOME[name]}", fromlist=[name]), name)
+    assert set(anynet.__all__) <= set(dir(anynet))
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        anynet.nothing_here  # noqa: B018
+
+
 def test_unknown_backend_lists_valid_names():
     with pytest.raises(ValueError, match="numpy, cupy, torch, array_api_strict"):
         anynet.set_backend("jax")

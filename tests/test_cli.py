@@ -1,6 +1,7 @@
 """The ``anynet`` command and ``anynet.train`` end to end on a small generated CIFAR-10."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -191,3 +192,23 @@ def test_subcommands_register_in_one_place():
     parser = cli.build_parser()
     choices = parser._subparsers._group_actions[0].choices
     assert set(cli.COMMANDS) <= set(choices)
+
+
+def _python(code, **env):
+    """Run ``code`` in a fresh interpreter; its stdout."""
+    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"} | env
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env=environ).stdout.split()
+
+
+def test_prepare_process_tells_openblas_to_sleep_before_numpy_loads():
+    code = ("import os, sys, anynet, anynet.cli; print('numpy' in sys.modules); anynet.cli.prepare_process(); "
+            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
+    assert _python(code) == ["False", "4"]  # neither import loads NumPy
+    assert _python(code, OPENBLAS_THREAD_TIMEOUT="20") == ["False", "20"]  # the user's value stays
+    late = ("import numpy, os, anynet.cli; anynet.cli.prepare_process(); "
+            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
+    assert _python(late) == ["None"]  # too late to matter: nothing set
+    main = ("import os, anynet.cli\ntry:\n    anynet.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
+    assert _python(main)[-1] == "4"
