@@ -197,6 +197,84 @@ def take_rows(x, indices):
     return array_api_compat.array_namespace(x, indices).take(x, indices, axis=0)
 
 
+_threads: int | None = None  # set_threads(n); None: one per CPU this process may run on
+_pool = None  # (threads, ThreadPoolExecutor) behind block_map
+
+
+def set_threads(n: int | None) -> None:
+    """Let anynet's own parallel work use at most ``n`` CPU threads (None: one per usable CPU).
+
+    BLAS and PyTorch keep their own limits (threadpoolctl, ``torch.set_num_threads``).
+    """
+    global _threads
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"n must be a positive integer or None; got {n!r}")
+    _threads = n
+
+
+def threads() -> int:
+    """CPU threads anynet's own parallel work may use (``set_threads``)."""
+    if _threads is not None:
+        return _threads
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def block_map(name: str):
+    """A ``map(f, items) -> list`` that runs the calls on ``threads()`` threads, or None where that cannot pay.
+
+    Only for backends whose array operations each run on one core and let go
+    of the GIL (NumPy, and array-api-strict on top of it): PyTorch already
+    spreads an operation over its own threads, and CuPy computes on a GPU.
+    And only where NumPy's BLAS leaves the cores free between products
+    (``blas_idles_briefly``).
+    """
+    if name not in ("numpy", "array_api_strict") or threads() < 2 or not blas_idles_briefly():
+        return None
+    return _map_on_threads
+
+
+def blas_idles_briefly() -> bool:
+    """Whether NumPy's BLAS threads stop spinning soon after a matrix product.
+
+    OpenBLAS keeps its idle threads spinning for ``2**OPENBLAS_THREAD_TIMEOUT``
+    cycles, ``2**28`` (about 0.1 s) unless that variable was set before NumPy
+    loaded: a whole training step, on the very cores other threads would use
+    (Adam in row blocks on two cores then took 4.5 ms instead of 2.2 ms).
+    ``anynet.cli.prepare_process`` sets it for the processes anynet owns.
+    Other BLAS libraries are not recognized: False.
+    """
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
+        timeout = int(os.environ.get("OPENBLAS_THREAD_TIMEOUT", "28"))
+    except (KeyError, TypeError, ValueError):
+        return False
+    return "openblas" in blas.lower() and timeout <= 16
+
+
+def _map_on_threads(f, items):
+    """``list(map(f, items))``: the first call on this thread, the others on the pool; waits for all."""
+    global _pool
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    n = threads()
+    if n < 2:
+        return [f(item) for item in items]
+    if _pool is None or _pool[0] != n:
+        if _pool is not None:
+            _pool[1].shutdown(wait=False)
+        _pool = (n, ThreadPoolExecutor(n - 1, thread_name_prefix="anynet"))
+    first, *rest = items
+    futures = [_pool[1].submit(f, item) for item in rest]
+    try:
+        results = [f(first)]
+    finally:
+        wait(futures)  # never return, or raise, while another thread still writes into shared outputs
+    return results + [future.result() for future in futures]
+
+
 def keep_freed_memory() -> bool:
     """Ask glibc to keep freed blocks for reuse instead of returning them to the OS.
 

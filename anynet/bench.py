@@ -37,7 +37,8 @@ NUM_CLASSES = 10
 
 
 def set_threads(n):
-    """Limit NumPy's BLAS and PyTorch to ``n`` threads; return how BLAS was limited."""
+    """Limit NumPy's BLAS, anynet's own threads and PyTorch to ``n`` threads; return how BLAS was limited."""
+    _backend.set_threads(n)
     how = "environment (set before NumPy was imported)"
     try:
         from threadpoolctl import threadpool_limits

@@ -7,7 +7,7 @@ import os
 import secrets
 
 from . import backend as _backend
-from . import checks, flat, optim
+from . import blocks, checks, flat, optim
 
 _DEFAULTS = {
     "update_rule": "sgd",
@@ -117,16 +117,18 @@ class Solver:
             raise TypeError(f"callback must be callable(solver, event) or None; got {self.callback!r}")
         self.metadata = {}
 
-        # On a GPU, update all parameters in one call of the rule (see anynet.flat); the rules of
-        # anynet.optim are elementwise, so the numbers are those of one call per parameter. Not for
-        # plain sgd: its two launches per parameter cost less than the concatenation (H100, CuPy).
-        self._fuse = (
-            self.update_rule in optim.UPDATE_RULES.values()
-            and self.update_rule is not optim.sgd
-            and _backend.on_gpu(getattr(model, "backend", None), model.device)
-        )
+        # The rules of anynet.optim are elementwise, so a parameter's update can be cut up or glued to
+        # others' and the numbers stay those of one call per parameter. On a GPU, all parameters are
+        # updated in one call (anynet.flat); on a CPU backend that computes on one core, large ones in
+        # row blocks on threads (anynet.blocks). Not for plain sgd: its two passes cost less than the
+        # concatenation on a GPU (H100, CuPy) and gain nothing from threads on a CPU.
+        several_passes = self.update_rule in optim.UPDATE_RULES.values() and self.update_rule is not optim.sgd
+        backend_name = getattr(model, "backend", None)
+        self._fuse = several_passes and _backend.on_gpu(backend_name, model.device)
         self._flat = None  # (spans, flat parameters, their views in model.params) while fused
         self._flat_config = None  # the merged config while fused; None when optim_configs is current
+        self._block_map = _backend.block_map(backend_name) if several_passes and not self._fuse else None
+        self._blocks = {}  # parameter name -> (row blocks, their configs) while updated in blocks
         self.X_train, self.y_train, self.X_val, self.y_val = self._move_data(data)
         N = self.X_train.shape[0]
         if self.batch_size > N:
@@ -216,10 +218,13 @@ class Solver:
         self._drawn = (self.seed, epoch)
 
     def _unmerge(self):
-        """Turn the merged state back into per-parameter configs (views), by the layout it was merged in."""
+        """Turn merged or blocked state back into per-parameter configs, by the layout it was made in."""
         if self._flat_config is not None:
             self._optim_configs = flat.unflatten_config(self._flat_config, self._flat[0])
             self._flat_config = None
+        for p, (_, configs) in self._blocks.items():
+            self._optim_configs[p] = blocks.join_configs(configs)
+        self._blocks = {}
 
     @property
     def optim_configs(self):
@@ -231,6 +236,7 @@ class Solver:
     def optim_configs(self, configs):
         self._optim_configs = configs
         self._flat_config = None
+        self._blocks = {}
 
     def _step(self):
         """One minibatch update; never waits on the device."""
@@ -242,9 +248,28 @@ class Solver:
         self.last_loss = loss
         self._pending_losses.append(loss)
         if not (self._fuse and self._update_all(grads)):
-            params, configs = self.model.params, self.optim_configs
+            if self._flat_config is not None:  # fused until this step (see _update_all)
+                self._unmerge()
+            params, configs = self.model.params, self._optim_configs
             for p, w in params.items():
+                rows = None if self._block_map is None else blocks.row_blocks(tuple(w.shape), _backend.threads())
+                if rows is not None:
+                    params[p] = self._update_in_blocks(p, w, grads[p], rows)
+                    continue
+                if p in self._blocks:  # a parameter replaced by a smaller one
+                    configs[p] = blocks.join_configs(self._blocks.pop(p)[1])
                 params[p], configs[p] = self.update_rule(w, grads[p], configs[p])
+
+    def _update_in_blocks(self, p, w, dw, rows):
+        """The new parameter ``p``, updated in blocks ``rows`` on threads; its state stays in blocks."""
+        held = self._blocks.get(p)
+        if held is None or held[0] != rows:
+            if held is not None:  # the parameter changed shape, or the thread count changed
+                self._optim_configs[p] = blocks.join_configs(held[1])
+            held = (rows, blocks.split_config(self._optim_configs[p], tuple(w.shape), rows))
+        next_w, configs = blocks.update(self.update_rule, w, dw, held[1], rows, self._block_map)
+        self._blocks[p] = (rows, configs)
+        return next_w
 
     def _update_all(self, grads):
         """Update every parameter in one call of the rule, on one flat array; False if they cannot be merged."""

@@ -1,0 +1,208 @@
+"""Updates in row blocks on threads (anynet.blocks), which the Solver uses on NumPy for large parameters.
+
+The small nets here have no parameter large enough, so these tests lower
+``blocks.MIN_SIZE`` and make ``backend.block_map`` hand out the thread map on
+every backend, then require the very numbers of one rule call per parameter.
+"""
+
+import numpy as np
+import pytest
+
+from anynet import FullyConnectedNet, Solver, backend, blocks, optim
+
+RULES = sorted(optim.UPDATE_RULES)
+
+
+def _data(seed=0, N=120, D=6, C=3):
+    """Three Gaussian blobs, NumPy."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, C, N)
+    X = rng.standard_normal((N, D)) + 3 * np.eye(C, D)[y]
+    return {"X_train": X[:100], "y_train": y[:100], "X_val": X[100:], "y_val": y[100:]}
+
+
+def _solver(backend_name, rule, in_blocks, monkeypatch, **kwargs):
+    """A Solver for a small FC net with batchnorm, every parameter of two or more elements in up to 3 blocks."""
+    monkeypatch.setattr(blocks, "MIN_SIZE", 2)
+    monkeypatch.setattr(backend, "threads", lambda: 3)
+    monkeypatch.setattr(backend, "block_map", lambda name: backend._map_on_threads if in_blocks else None)
+    model = FullyConnectedNet([8, 5], input_dim=6, num_classes=3, weight_scale=0.3, seed=2, dtype="float64",
+                              use_batchnorm=True, dropout=0.2, backend=backend_name)
+    return Solver(model, _data(), update_rule=rule, optim_config={"learning_rate": 1e-2}, lr_decay=0.8,
+                  batch_size=20, num_epochs=3, verbose=False, seed=3, **kwargs)
+
+
+def _assert_same_run(a, b):
+    """Same losses, parameters and optimizer state, bit for bit."""
+    assert a.loss_history == b.loss_history
+    assert a.val_acc_history == b.val_acc_history
+    for p, w in a.model.params.items():
+        np.testing.assert_array_equal(backend.to_numpy(b.model.params[p]), backend.to_numpy(w), err_msg=p)
+    configs = b.optim_configs
+    for p, config in a.optim_configs.items():
+        assert configs[p].keys() == config.keys(), p
+        for k, v in config.items():
+            if isinstance(v, (int, float)):
+                assert configs[p][k] == v, (p, k)
+            else:
+                np.testing.assert_array_equal(backend.to_numpy(configs[p][k]), backend.to_numpy(v), err_msg=f"{p}/{k}")
+
+
+def test_row_blocks_cover_the_rows_in_order_and_only_when_it_pays():
+    big = (3072, 512)
+    assert blocks.row_blocks((3072, 100), 2) is None  # below MIN_SIZE
+    assert blocks.row_blocks(big, 1) is None
+    rows = blocks.row_blocks(big, 4)
+    assert [r.start for r in rows] == [0, 768, 1536, 2304] and rows[-1].stop == 3072
+    # Blocks keep at least MIN_SIZE // 2 elements: 1024x512 is two blocks whatever the thread count.
+    assert len(blocks.row_blocks((1024, 512), 16)) == 2
+    for shape, threads in [((1001, 1024), 3), ((2**19,), 7), ((5, 2**18), 8)]:
+        rows = blocks.row_blocks(shape, threads)
+        sizes = [r.stop - r.start for r in rows]
+        assert rows[0].start == 0 and rows[-1].stop == shape[0]
+        assert all(a.stop == b.start for a, b in zip(rows, rows[1:], strict=False))
+        assert max(sizes) - min(sizes) <= 1 and len(rows) <= threads
+
+
+def test_split_then_join_restores_the_config(xp, device):
+    w = xp.reshape(xp.arange(12, dtype=xp.float64, device=device), (4, 3))
+    config = {"learning_rate": 0.1, "t": 4, "m": w * 2, "v": w * 3}
+    rows = [slice(0, 1), slice(1, 4)]
+    parts = blocks.split_config(config, (4, 3), rows)
+    assert [p["t"] for p in parts] == [4, 4] and [p["learning_rate"] for p in parts] == [0.1, 0.1]
+    np.testing.assert_array_equal(backend.to_numpy(parts[1]["m"]), backend.to_numpy(w * 2)[1:])
+    joined = blocks.join_configs(parts)
+    assert joined.keys() == config.keys() and joined["t"] == 4
+    for k in ("m", "v"):
+        np.testing.assert_array_equal(backend.to_numpy(joined[k]), backend.to_numpy(config[k]))
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_an_update_in_blocks_equals_one_call(xp, device, rule):
+    rng = np.random.default_rng(0)
+    w, dw = (xp.asarray(rng.standard_normal((7, 3)), device=device) for _ in range(2))
+    rows = [slice(0, 3), slice(3, 5), slice(5, 7)]
+    whole, parts = {"learning_rate": 1e-2}, blocks.split_config({"learning_rate": 1e-2}, (7, 3), rows)
+    for _ in range(3):  # the first step creates the state, the next ones carry it
+        expected, whole = optim.UPDATE_RULES[rule](w, dw, whole)
+        got, parts = blocks.update(optim.UPDATE_RULES[rule], w, dw, parts, rows, backend._map_on_threads)
+        np.testing.assert_array_equal(backend.to_numpy(got), backend.to_numpy(expected))
+        w = expected
+    joined = blocks.join_configs(parts)
+    for k, v in whole.items():
+        if isinstance(v, (int, float)):
+            assert joined[k] == v
+        else:
+            np.testing.assert_array_equal(backend.to_numpy(joined[k]), backend.to_numpy(v), err_msg=k)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_solver_in_blocks_equals_one_call_per_parameter(backend_name, rule, monkeypatch):
+    seen = []
+    runs = {False: _solver(backend_name, rule, False, monkeypatch),
+            True: _solver(backend_name, rule, True, monkeypatch,
+                          callback=lambda solver, event: seen.append(sorted(solver._blocks)))}
+    for solver in runs.values():
+        solver.train()
+    assert not runs[False]._blocks
+    # Plain SGD's two passes gain nothing from threads: never in blocks.
+    assert any(seen) == (rule != "sgd")
+    _assert_same_run(runs[False], runs[True])
+
+
+def test_configs_read_and_changed_between_steps_steer_the_blocks(monkeypatch):
+    def halve_at_7(solver, event):
+        if event == "iteration" and solver.t == 7:
+            for config in solver.optim_configs.values():
+                config["learning_rate"] *= 0.5
+                config["m"] = config["m"] * 0.0
+
+    runs = [_solver("numpy", "adam", in_blocks, monkeypatch, callback=halve_at_7) for in_blocks in (False, True)]
+    for solver in runs:
+        solver.train()
+    _assert_same_run(*runs)
+
+
+def test_parameters_replaced_mid_run_keep_their_state(monkeypatch):
+    """New parameter arrays, in another order, at step 7: each keeps its own state by name."""
+    def replace(solver, event):
+        if event == "iteration" and solver.t == 7:
+            solver.model.params = {k: np.array(v, copy=True) for k, v in reversed(solver.model.params.items())}
+
+    runs = [_solver("numpy", "rmsprop", in_blocks, monkeypatch, callback=replace) for in_blocks in (False, True)]
+    for solver in runs:
+        solver.train()
+    _assert_same_run(*runs)
+
+
+def test_a_parameter_that_shrinks_below_the_size_leaves_its_blocks(monkeypatch):
+    solver = _solver("numpy", "adam", True, monkeypatch, num_iterations=3)
+    solver.train()
+    assert "b1" in solver._blocks
+    monkeypatch.setattr(blocks, "MIN_SIZE", 9)  # b1 (8 elements) is now updated in one piece
+    m_before = blocks.join_configs(solver._blocks["b1"][1])["m"]
+    solver.num_iterations = 4
+    solver.train()
+    assert "b1" not in solver._blocks and "W1" in solver._blocks
+    assert solver.optim_configs["b1"]["t"] == 4 and solver.optim_configs["b1"]["m"].shape == m_before.shape
+
+
+def test_solver_in_blocks_resumes_from_a_checkpoint_exactly(tmp_path, monkeypatch):
+    full = _solver("numpy", "adam", True, monkeypatch, checkpoint_name=tmp_path / "full")
+    full.train()
+    part = _solver("numpy", "adam", True, monkeypatch, checkpoint_name=tmp_path / "part")
+    part.num_iterations = 2 * part.iterations_per_epoch
+    part.train()
+    resumed = _solver("numpy", "adam", True, monkeypatch)
+    resumed.load_checkpoint(tmp_path / "part.npz")
+    resumed.train()
+    _assert_same_run(full, resumed)
+
+
+def test_map_on_threads_keeps_order_waits_for_all_and_raises(monkeypatch):
+    monkeypatch.setattr(backend, "threads", lambda: 3)
+    assert backend._map_on_threads(lambda i: i * i, range(7)) == [0, 1, 4, 9, 16, 25, 36]
+    done = []
+
+    def fail_on(bad):
+        def f(i):
+            if i == bad:
+                raise RuntimeError(f"block {i}")
+            __import__("time").sleep(0.05)
+            done.append(i)
+        return f
+
+    for bad in (0, 2):
+        done.clear()
+        with pytest.raises(RuntimeError, match=f"block {bad}"):
+            backend._map_on_threads(fail_on(bad), range(4))
+        assert sorted(done) == [i for i in range(4) if i != bad]  # the others had finished
+    monkeypatch.setattr(backend, "threads", lambda: 1)
+    assert backend._map_on_threads(lambda i: -i, [1, 2]) == [-1, -2]
+
+
+def test_block_map_only_where_threads_can_pay(monkeypatch):
+    monkeypatch.setattr(backend, "threads", lambda: 2)
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "4")
+    openblas = "openblas" in np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"].lower()
+    assert (backend.block_map("numpy") is not None) == openblas
+    assert backend.block_map("torch") is None and backend.block_map("cupy") is None
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "28")  # OpenBLAS's default: its threads spin ~0.1 s
+    assert backend.block_map("numpy") is None
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT")
+    assert backend.block_map("numpy") is None
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "4")
+    monkeypatch.setattr(backend, "threads", lambda: 1)
+    assert backend.block_map("numpy") is None
+
+
+def test_set_threads_checks_and_sets(monkeypatch):
+    monkeypatch.setattr(backend, "_threads", None)
+    assert backend.threads() >= 1
+    backend.set_threads(3)
+    assert backend.threads() == 3
+    for bad in (0, -1, 2.0, True, "2"):
+        with pytest.raises(ValueError, match="positive integer"):
+            backend.set_threads(bad)
+    backend.set_threads(None)
+    assert backend._threads is None
