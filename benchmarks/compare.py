@@ -8,23 +8,21 @@ read here first.
 import os
 import sys
 
+from anynet.cli import flag_value, prepare_process
+
 
 def _early_threads(argv):
     """Export the BLAS/OpenMP thread count from ``--threads N`` before NumPy loads."""
-    for i, arg in enumerate(argv):
-        value = arg.partition("=")[2] if arg.startswith("--threads=") else (
-            argv[i + 1] if arg == "--threads" and i + 1 < len(argv) else None
-        )
-        if value and value.isdigit():
-            for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-                os.environ[name] = value
+    value = flag_value(argv, "--threads")
+    if value and value.isdigit():
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = value
 
 
 if __name__ == "__main__":
     _early_threads(sys.argv[1:])
-    from anynet.cli import prepare_process
-
-    prepare_process()  # as the anynet command does, before NumPy loads
+    # As ``anynet train`` sets up its process for the rule: the fc model trains with Adam.
+    prepare_process("adam" if flag_value(sys.argv[1:], "--model") == "fc" else "sgd")
     from anynet.bench import main
 
     sys.exit(main())

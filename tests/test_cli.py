@@ -201,14 +201,23 @@ def _python(code, **env):
                           env=environ).stdout.split()
 
 
-def test_prepare_process_tells_openblas_to_sleep_before_numpy_loads():
-    code = ("import os, sys, anynet, anynet.cli; print('numpy' in sys.modules); anynet.cli.prepare_process(); "
+def test_prepare_process_tells_openblas_to_sleep_before_numpy_loads_for_multi_pass_rules():
+    code = ("import os, sys, anynet, anynet.cli; print('numpy' in sys.modules); anynet.cli.prepare_process({rule!r}); "
             "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
-    assert _python(code) == ["False", "4"]  # neither import loads NumPy
-    assert _python(code, OPENBLAS_THREAD_TIMEOUT="20") == ["False", "20"]  # the user's value stays
-    late = ("import numpy, os, anynet.cli; anynet.cli.prepare_process(); "
+    assert _python(code.format(rule="adam")) == ["False", "4"]  # neither import loads NumPy
+    assert _python(code.format(rule="sgd")) == ["False", "None"]  # plain SGD would only pay the wake-ups
+    assert _python(code.format(rule="adam"), OPENBLAS_THREAD_TIMEOUT="20") == ["False", "20"]  # the user's value
+    late = ("import numpy, os, anynet.cli; anynet.cli.prepare_process('adam'); "
             "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
     assert _python(late) == ["None"]  # too late to matter: nothing set
-    main = ("import os, anynet.cli\ntry:\n    anynet.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+    main = ("import os, anynet.cli\ntry:\n    anynet.cli.main({argv!r})\nexcept SystemExit:\n    pass\n"
             "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
-    assert _python(main)[-1] == "4"
+    assert _python(main.format(argv=["train", "--update-rule=rmsprop", "--help"]))[-1] == "4"
+    assert _python(main.format(argv=["train", "--help"]))[-1] == "None"
+
+
+def test_flag_value_reads_both_spellings_and_the_last_wins():
+    assert cli.flag_value(["train", "--update-rule", "adam"], "--update-rule") == "adam"
+    assert cli.flag_value(["--update-rule=adam", "--update-rule", "sgd"], "--update-rule") == "sgd"
+    assert cli.flag_value(["--update-rule"], "--update-rule") is None
+    assert cli.flag_value(["--update-rules", "x", "--model", "fc"], "--update-rule") is None
