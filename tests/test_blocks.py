@@ -7,29 +7,19 @@ every backend, then require the very numbers of one rule call per parameter.
 
 import numpy as np
 import pytest
+from blobs import small_solver, straight_and_resumed
 
-from anynet import FullyConnectedNet, Solver, backend, blocks, optim
+from anynet import backend, blocks, optim
 
 RULES = sorted(optim.UPDATE_RULES)
 
 
-def _data(seed=0, N=120, D=6, C=3):
-    """Three Gaussian blobs, NumPy."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, C, N)
-    X = rng.standard_normal((N, D)) + 3 * np.eye(C, D)[y]
-    return {"X_train": X[:100], "y_train": y[:100], "X_val": X[100:], "y_val": y[100:]}
-
-
 def _solver(backend_name, rule, in_blocks, monkeypatch, **kwargs):
-    """A Solver for a small FC net with batchnorm, every parameter of two or more elements in up to 3 blocks."""
+    """The small Solver of ``blobs``, every parameter of two or more elements in up to 3 blocks, or none."""
     monkeypatch.setattr(blocks, "MIN_SIZE", 2)
     monkeypatch.setattr(backend, "threads", lambda: 3)
     monkeypatch.setattr(backend, "block_map", lambda name: backend._map_on_threads if in_blocks else None)
-    model = FullyConnectedNet([8, 5], input_dim=6, num_classes=3, weight_scale=0.3, seed=2, dtype="float64",
-                              use_batchnorm=True, dropout=0.2, backend=backend_name)
-    return Solver(model, _data(), update_rule=rule, optim_config={"learning_rate": 1e-2}, lr_decay=0.8,
-                  batch_size=20, num_epochs=3, verbose=False, seed=3, **kwargs)
+    return small_solver(backend_name, rule, **kwargs)
 
 
 def _assert_same_run(a, b):
@@ -148,15 +138,33 @@ def test_a_parameter_that_shrinks_below_the_size_leaves_its_blocks(monkeypatch):
 
 
 def test_solver_in_blocks_resumes_from_a_checkpoint_exactly(tmp_path, monkeypatch):
-    full = _solver("numpy", "adam", True, monkeypatch, checkpoint_name=tmp_path / "full")
-    full.train()
-    part = _solver("numpy", "adam", True, monkeypatch, checkpoint_name=tmp_path / "part")
-    part.num_iterations = 2 * part.iterations_per_epoch
-    part.train()
-    resumed = _solver("numpy", "adam", True, monkeypatch)
-    resumed.load_checkpoint(tmp_path / "part.npz")
-    resumed.train()
-    _assert_same_run(full, resumed)
+    _assert_same_run(*straight_and_resumed(
+        lambda **kwargs: _solver("numpy", "adam", True, monkeypatch, **kwargs), tmp_path))
+
+
+def test_an_error_in_one_block_leaves_the_parameter_and_its_state_as_they_were(monkeypatch):
+    solver = _solver("numpy", "adam", True, monkeypatch, num_iterations=2)
+    solver.train()
+    before = dict(solver.model.params)
+    state = {k: np.array(v, copy=True) for k, v in solver._blocks["W1"][1][1].items() if isinstance(v, np.ndarray)}
+    adam = solver.update_rule
+
+    def first_row(w):
+        offset = w.__array_interface__["data"][0] - before["W1"].__array_interface__["data"][0]
+        return offset // before["W1"].strides[0]
+
+    def fails_on_the_second_block(w, dw, config):
+        if w.shape == (2, 8) and np.shares_memory(w, before["W1"]) and first_row(w) == 2:  # W1 6x8: rows 2-3
+            raise RuntimeError("out of memory in block 2")
+        return adam(w, dw, config)
+
+    solver.update_rule = fails_on_the_second_block
+    solver.num_iterations = 3
+    with pytest.raises(RuntimeError, match="block 2"):
+        solver.train()
+    assert solver.model.params["W1"] is before["W1"]
+    for k, v in state.items():
+        np.testing.assert_array_equal(solver._blocks["W1"][1][1][k], v, err_msg=k)
 
 
 def test_map_on_threads_keeps_order_waits_for_all_and_raises(monkeypatch):

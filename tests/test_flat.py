@@ -6,27 +6,17 @@ On a CPU the Solver updates one parameter at a time; these tests make it fuse
 
 import numpy as np
 import pytest
+from blobs import small_solver, straight_and_resumed
 
-from anynet import FullyConnectedNet, Solver, backend, flat, optim
+from anynet import backend, flat, optim
 
 RULES = sorted(optim.UPDATE_RULES)
 
 
-def _data(seed=0, N=120, D=6, C=3):
-    """Three Gaussian blobs, NumPy."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, C, N)
-    X = rng.standard_normal((N, D)) + 3 * np.eye(C, D)[y]
-    return {"X_train": X[:100], "y_train": y[:100], "X_val": X[100:], "y_val": y[100:]}
-
-
 def _solver(backend_name, rule, fuse, monkeypatch, **kwargs):
-    """A Solver for a small FC net with batchnorm (parameters of four shapes), fused or not."""
+    """The small Solver of ``blobs``, fused or not."""
     monkeypatch.setattr(backend, "on_gpu", lambda name, device: fuse)
-    model = FullyConnectedNet([8, 5], input_dim=6, num_classes=3, weight_scale=0.3, seed=2, dtype="float64",
-                              use_batchnorm=True, dropout=0.2, backend=backend_name)
-    return Solver(model, _data(), update_rule=rule, optim_config={"learning_rate": 1e-2}, lr_decay=0.8,
-                  batch_size=20, num_epochs=3, verbose=False, seed=3, **kwargs)
+    return small_solver(backend_name, rule, **kwargs)
 
 
 def _host(arrays):
@@ -124,14 +114,8 @@ def test_fused_run_keeps_state_by_name_when_parameters_are_reordered(monkeypatch
 
 
 def test_fused_run_resumes_from_a_checkpoint_exactly(tmp_path, monkeypatch):
-    full = _solver("numpy", "adam", True, monkeypatch, checkpoint_name=tmp_path / "full")
-    full.train()
-    part = _solver("numpy", "adam", True, monkeypatch, checkpoint_name=tmp_path / "part")
-    part.num_iterations = 2 * part.iterations_per_epoch
-    part.train()
-    resumed = _solver("numpy", "adam", True, monkeypatch)
-    resumed.load_checkpoint(tmp_path / "part.npz")
-    resumed.train()
+    full, resumed = straight_and_resumed(
+        lambda **kwargs: _solver("numpy", "adam", True, monkeypatch, **kwargs), tmp_path)
     assert resumed.loss_history == full.loss_history
     for p, w in full.model.params.items():
         np.testing.assert_array_equal(resumed.model.params[p], w, err_msg=p)
