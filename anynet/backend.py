@@ -275,6 +275,16 @@ def _map_on_threads(f, items):
     return results + [future.result() for future in futures]
 
 
+def _forget_pool():
+    """In a forked child: the parent's pool threads do not exist there, and work handed to them would never run."""
+    global _pool
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def keep_freed_memory() -> bool:
     """Ask glibc to keep freed blocks for reuse instead of returning them to the OS.
 

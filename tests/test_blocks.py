@@ -5,6 +5,9 @@ The small nets here have no parameter large enough, so these tests lower
 every backend, then require the very numbers of one rule call per parameter.
 """
 
+import os
+import signal
+
 import numpy as np
 import pytest
 from blobs import small_solver, straight_and_resumed
@@ -187,6 +190,21 @@ def test_map_on_threads_keeps_order_waits_for_all_and_raises(monkeypatch):
         assert sorted(done) == [i for i in range(4) if i != bad]  # the others had finished
     monkeypatch.setattr(backend, "threads", lambda: 1)
     assert backend._map_on_threads(lambda i: -i, [1, 2]) == [-1, -2]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_map_on_threads_works_in_a_forked_child(monkeypatch):
+    monkeypatch.setattr(backend, "threads", lambda: 2)
+    assert backend._map_on_threads(lambda i: i + 1, range(3)) == [1, 2, 3]  # the parent's pool is up
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its copy of the pool has no threads; the map must not wait on them forever
+        signal.alarm(10)
+        os.write(write, repr(backend._map_on_threads(lambda i: i * 10, range(3))).encode())
+        os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(read, 100) == b"[0, 10, 20]" and os.waitstatus_to_exitcode(status) == 0
 
 
 def test_block_map_only_where_threads_can_pay(monkeypatch):
