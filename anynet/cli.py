@@ -13,6 +13,7 @@ import argparse
 import importlib
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 # Nothing above loads NumPy (nor does ``import anynet``), so that ``main`` can set up the process first.
@@ -26,19 +27,39 @@ COMMANDS = {
 }
 
 
-def prepare_process(update_rule):
-    """Set up a process that will train with ``update_rule``; call before NumPy loads.
+def prepare_process(updates_in_blocks):
+    """Set up a process that will (or will not) update parameters in row blocks; call before NumPy loads.
 
     OpenBLAS keeps its idle threads spinning for about 0.1 s after each
     matrix product, on the very cores the Solver's update threads need
-    (``anynet.blocks``, used for every rule but plain SGD): told
+    (``anynet.blocks``, for every rule but plain SGD): told
     ``OPENBLAS_THREAD_TIMEOUT=4`` before it loads, they sleep at once. That
     costs plain SGD on small nets about 4 % (threads woken for every product),
-    so it is set for the other rules only. A value the user set is kept; once
-    NumPy is loaded this changes nothing.
+    so it is set only when ``updates_in_blocks``. A value the user set is
+    kept; once NumPy is loaded this changes nothing.
     """
-    if update_rule not in (None, "sgd") and "numpy" not in sys.modules:
+    if updates_in_blocks and "numpy" not in sys.modules:
         os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+
+def trains_with_state(argv):
+    """Whether the command line trains with an update rule that keeps state (all but plain SGD).
+
+    Told before NumPy loads: by ``--update-rule``, else by the optimizer
+    state stored in the checkpoint ``--resume`` names (the default rule is
+    plain SGD).
+    """
+    rule = flag_value(argv, "--update-rule")
+    if rule is not None:
+        return rule != "sgd"
+    checkpoint = flag_value(argv, "--resume")
+    if checkpoint is None:
+        return False
+    try:
+        with zipfile.ZipFile(checkpoint) as archive:
+            return any(name.startswith("optim/") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False  # the command itself will say what is wrong with the file
 
 
 def flag_value(argv, name):
@@ -257,7 +278,7 @@ def build_parser():
 
 def main(argv=None):
     """Entry point of the ``anynet`` command; returns the exit code."""
-    prepare_process(flag_value(sys.argv[1:] if argv is None else argv, "--update-rule"))
+    prepare_process(trains_with_state(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

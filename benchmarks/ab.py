@@ -26,7 +26,7 @@ from pathlib import Path
 
 from anynet.cli import prepare_process
 
-prepare_process("adam")  # as ``anynet train`` does for Adam (the fc case), for both versions alike
+prepare_process(True)  # as ``anynet train`` does for Adam (the fc case), for both versions alike
 import numpy as np  # noqa: E402
 
 CASES = (("two-layer", 200, 100), ("two-layer", 4096, 48), ("fc", 200, 60))

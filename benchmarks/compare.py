@@ -21,8 +21,8 @@ def _early_threads(argv):
 
 if __name__ == "__main__":
     _early_threads(sys.argv[1:])
-    # As ``anynet train`` sets up its process for the rule: the fc model trains with Adam.
-    prepare_process("adam" if flag_value(sys.argv[1:], "--model") == "fc" else "sgd")
+    # As ``anynet train`` sets up its process for the rule: the fc model trains with Adam, the others with SGD.
+    prepare_process(flag_value(sys.argv[1:], "--model") == "fc")
     from anynet.bench import main
 
     sys.exit(main())

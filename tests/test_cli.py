@@ -201,19 +201,33 @@ def _python(code, **env):
                           env=environ).stdout.split()
 
 
-def test_prepare_process_tells_openblas_to_sleep_before_numpy_loads_for_multi_pass_rules():
-    code = ("import os, sys, anynet, anynet.cli; print('numpy' in sys.modules); anynet.cli.prepare_process({rule!r}); "
+def test_prepare_process_tells_openblas_to_sleep_before_numpy_loads_for_rules_with_state():
+    code = ("import os, sys, anynet, anynet.cli; print('numpy' in sys.modules); anynet.cli.prepare_process({on}); "
             "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
-    assert _python(code.format(rule="adam")) == ["False", "4"]  # neither import loads NumPy
-    assert _python(code.format(rule="sgd")) == ["False", "None"]  # plain SGD would only pay the wake-ups
-    assert _python(code.format(rule="adam"), OPENBLAS_THREAD_TIMEOUT="20") == ["False", "20"]  # the user's value
-    late = ("import numpy, os, anynet.cli; anynet.cli.prepare_process('adam'); "
+    assert _python(code.format(on=True)) == ["False", "4"]  # neither import loads NumPy
+    assert _python(code.format(on=False)) == ["False", "None"]  # plain SGD would only pay the wake-ups
+    assert _python(code.format(on=True), OPENBLAS_THREAD_TIMEOUT="20") == ["False", "20"]  # the user's value
+    late = ("import numpy, os, anynet.cli; anynet.cli.prepare_process(True); "
             "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
     assert _python(late) == ["None"]  # too late to matter: nothing set
     main = ("import os, anynet.cli\ntry:\n    anynet.cli.main({argv!r})\nexcept SystemExit:\n    pass\n"
             "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
     assert _python(main.format(argv=["train", "--update-rule=rmsprop", "--help"]))[-1] == "4"
     assert _python(main.format(argv=["train", "--help"]))[-1] == "None"
+
+
+def test_trains_with_state_reads_the_rule_or_the_resumed_checkpoint(tmp_path, data_dir):
+    assert cli.trains_with_state(["train", "--update-rule", "adam"])
+    assert not cli.trains_with_state(["train", "--update-rule", "sgd"])
+    assert not cli.trains_with_state(["train", "--model", "fc"])  # the default rule is plain SGD
+    for rule, state in (("sgd", False), ("sgd_momentum", True)):
+        out = tmp_path / rule
+        assert cli.main(["train", "--update-rule", rule, "--out", str(out), "--epochs", "1", "--quiet",
+                         "--data-dir", str(data_dir), *SMALL]) == 0
+        assert cli.trains_with_state(["train", "--resume", str(out / "checkpoint.npz")]) == state
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    assert not cli.trains_with_state(["train", "--resume", str(tmp_path / "junk.npz")])
+    assert not cli.trains_with_state(["train", "--resume", str(tmp_path / "missing.npz")])
 
 
 def test_flag_value_reads_both_spellings_and_the_last_wins():
