@@ -16,6 +16,9 @@ from collections.abc import Sequence
 import array_api_compat
 import numpy as np
 
+# OpenBLAS reads this when NumPy loads; its value now is the best guess of what it read (see blas_idles_briefly).
+_OPENBLAS_THREAD_TIMEOUT = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
+
 BACKENDS = ("numpy", "cupy", "torch", "array_api_strict")
 DTYPES = ("float32", "float64")
 
@@ -248,7 +251,7 @@ def blas_idles_briefly() -> bool:
     """
     try:
         blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
-        timeout = int(os.environ.get("OPENBLAS_THREAD_TIMEOUT", "28"))
+        timeout = int(_OPENBLAS_THREAD_TIMEOUT or 28)
     except (KeyError, TypeError, ValueError):
         return False
     return "openblas" in blas.lower() and timeout <= 16

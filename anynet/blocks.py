@@ -9,7 +9,8 @@ on a 3072x512 float32 weight takes 2.1 ms instead of 3.8 ms on two cores.
 
 Each block keeps its own state between steps (``split_config`` and
 ``join_configs`` convert), so the only copy a step makes is of each block's
-new rows into the new parameter.
+new rows into the new parameter. Whether there are threads to run blocks on
+is ``anynet.backend.block_map``'s call.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ every backend, then require the very numbers of one rule call per parameter.
 
 import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -209,17 +211,26 @@ def test_map_on_threads_works_in_a_forked_child(monkeypatch):
 
 def test_block_map_only_where_threads_can_pay(monkeypatch):
     monkeypatch.setattr(backend, "threads", lambda: 2)
-    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "4")
+    monkeypatch.setattr(backend, "_OPENBLAS_THREAD_TIMEOUT", "4")
     openblas = "openblas" in np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"].lower()
     assert (backend.block_map("numpy") is not None) == openblas
     assert backend.block_map("torch") is None and backend.block_map("cupy") is None
-    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "28")  # OpenBLAS's default: its threads spin ~0.1 s
+    monkeypatch.setattr(backend, "_OPENBLAS_THREAD_TIMEOUT", "28")  # OpenBLAS's default: threads spin ~0.1 s
     assert backend.block_map("numpy") is None
-    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT")
+    monkeypatch.setattr(backend, "_OPENBLAS_THREAD_TIMEOUT", None)
     assert backend.block_map("numpy") is None
-    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "4")
+    monkeypatch.setattr(backend, "_OPENBLAS_THREAD_TIMEOUT", "4")
     monkeypatch.setattr(backend, "threads", lambda: 1)
     assert backend.block_map("numpy") is None
+
+
+def test_block_map_goes_by_the_variable_numpy_loaded_with():
+    code = ("import os, anynet.backend as b; os.environ['OPENBLAS_THREAD_TIMEOUT'] = '28'; "
+            "print(b.block_map('numpy') is not None)")
+    env = {**os.environ, "OPENBLAS_THREAD_TIMEOUT": "4"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    openblas = "openblas" in np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"].lower()
+    assert out.stdout.split() == [str(openblas and len(os.sched_getaffinity(0)) > 1)]
 
 
 def test_set_threads_checks_and_sets(monkeypatch):
