@@ -32,6 +32,8 @@ from . import data as _data
 MODELS = ("two-layer", "fc")
 FC_HIDDEN = (512, 256)
 FC_DROPOUT = 0.25
+# Update rule of each model (anynet.cli.trains_with_state knows it too, before NumPy loads).
+RULES = {"two-layer": "sgd", "fc": "adam"}
 IMAGE_SHAPE = (3, 32, 32)
 NUM_CLASSES = 10
 
@@ -177,13 +179,12 @@ class AnynetRun:
                 list(FC_HIDDEN), dropout=FC_DROPOUT, use_batchnorm=True, weight_scale=5e-2,
                 dtype="float32", seed=seed, backend=backend, device=device,
             )
-            self.rule, self.optim_config = "adam", {"learning_rate": 1e-3}
         else:
             net = TwoLayerNet(
                 hidden_dims=hidden, weight_scale=1e-3, dtype="float32", seed=seed,
                 backend=backend, device=device,
             )
-            self.rule, self.optim_config = "sgd", {"learning_rate": 1e-3}
+        self.rule, self.optim_config = RULES[model], {"learning_rate": 1e-3}
         self.model = net
         self.initial = dict(net.params)
         self.data = data

@@ -43,12 +43,16 @@ def prepare_process(updates_in_blocks):
 
 
 def trains_with_state(argv):
-    """Whether the command line trains with an update rule that keeps state (all but plain SGD).
+    """Whether the command line (``argv`` without the program name) trains with a rule that keeps state.
 
-    Told before NumPy loads: by ``--update-rule``, else by the optimizer
+    Every rule but plain SGD keeps some. Told before NumPy loads: ``anynet
+    bench`` trains its fc model with Adam (``anynet.bench.AnynetRun``) and
+    the others with SGD; otherwise ``--update-rule`` says, else the optimizer
     state stored in the checkpoint ``--resume`` names (the default rule is
     plain SGD).
     """
+    if argv[:1] == ["bench"]:
+        return flag_value(argv, "--model") == "fc"
     rule = flag_value(argv, "--update-rule")
     if rule is not None:
         return rule != "sgd"

@@ -8,7 +8,7 @@ read here first.
 import os
 import sys
 
-from anynet.cli import flag_value, prepare_process
+from anynet.cli import flag_value, prepare_process, trains_with_state
 
 
 def _early_threads(argv):
@@ -21,8 +21,7 @@ def _early_threads(argv):
 
 if __name__ == "__main__":
     _early_threads(sys.argv[1:])
-    # As ``anynet train`` sets up its process for the rule: the fc model trains with Adam, the others with SGD.
-    prepare_process(flag_value(sys.argv[1:], "--model") == "fc")
+    prepare_process(trains_with_state(["bench", *sys.argv[1:]]))  # as ``anynet bench`` does
     from anynet.bench import main
 
     sys.exit(main())

@@ -10,7 +10,7 @@ import pytest
 from cifar_files import write_cifar10
 
 import anynet
-from anynet import cli
+from anynet import bench, cli
 from anynet.checkpoint import load_npz
 from anynet.data import get_cifar10_data
 from anynet.train import DEFAULTS, make_config, train
@@ -220,6 +220,8 @@ def test_trains_with_state_reads_the_rule_or_the_resumed_checkpoint(tmp_path, da
     assert cli.trains_with_state(["train", "--update-rule", "adam"])
     assert not cli.trains_with_state(["train", "--update-rule", "sgd"])
     assert not cli.trains_with_state(["train", "--model", "fc"])  # the default rule is plain SGD
+    assert cli.trains_with_state(["bench", "--model", "fc"]) and not cli.trains_with_state(["bench"])
+    assert all(cli.trains_with_state(["bench", "--model", m]) == (rule != "sgd") for m, rule in bench.RULES.items())
     for rule, state in (("sgd", False), ("sgd_momentum", True)):
         out = tmp_path / rule
         assert cli.main(["train", "--update-rule", rule, "--out", str(out), "--epochs", "1", "--quiet",
