@@ -46,7 +46,7 @@ def trains_with_state(argv):
     """Whether the command line (``argv`` without the program name) trains with a rule that keeps state.
 
     Every rule but plain SGD keeps some. Told before NumPy loads: ``anynet
-    bench`` trains its fc model with Adam (``anynet.bench.AnynetRun``) and
+    bench`` trains its fc model with Adam (``anynet.bench.RULES``) and
     the others with SGD; otherwise ``--update-rule`` says, else the optimizer
     state stored in the checkpoint ``--resume`` names (the default rule is
     plain SGD).
