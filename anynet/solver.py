@@ -252,7 +252,9 @@ class Solver:
                 self._unmerge()
             params, configs = self.model.params, self._optim_configs
             for p, w in params.items():
-                rows = None if self._block_map is None else blocks.row_blocks(tuple(w.shape), _backend.threads())
+                rows = None
+                if self._block_map is not None and grads[p].dtype == w.dtype:  # else the rule's result promotes
+                    rows = blocks.row_blocks(tuple(w.shape), _backend.threads())
                 if rows is not None:
                     params[p] = self._update_in_blocks(p, w, grads[p], rows)
                     continue

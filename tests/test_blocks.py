@@ -130,6 +130,19 @@ def test_parameters_replaced_mid_run_keep_their_state(monkeypatch):
     _assert_same_run(*runs)
 
 
+def test_a_parameter_whose_gradient_has_another_dtype_is_updated_in_one_piece(monkeypatch):
+    """float32 W1 in a float64 net from step 3: its float64 gradient promotes the update, as in one call."""
+    def to_float32(solver, event):
+        if event == "iteration" and solver.t == 3:
+            solver.model.params["W1"] = solver.model.params["W1"].astype(np.float32)
+
+    runs = [_solver("numpy", "adam", in_blocks, monkeypatch, callback=to_float32) for in_blocks in (False, True)]
+    for solver in runs:
+        solver.train()
+    assert runs[1].model.params["W1"].dtype == np.float64
+    _assert_same_run(*runs)
+
+
 def test_a_parameter_that_shrinks_below_the_size_leaves_its_blocks(monkeypatch):
     solver = _solver("numpy", "adam", True, monkeypatch, num_iterations=3)
     solver.train()
