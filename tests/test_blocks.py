@@ -208,6 +208,7 @@ def test_map_on_threads_keeps_order_waits_for_all_and_raises(monkeypatch):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # the point here
 def test_map_on_threads_works_in_a_forked_child(monkeypatch):
     monkeypatch.setattr(backend, "threads", lambda: 2)
     assert backend._map_on_threads(lambda i: i + 1, range(3)) == [1, 2, 3]  # the parent's pool is up
