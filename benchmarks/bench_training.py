@@ -131,3 +131,38 @@ class Memory:
 
     def peakmem_train(self, name, model, data):
         self.run()
+
+
+class Update:
+    """One update of a 3072x512 float32 weight (the FC net's first layer) on NumPy: in one piece, or in row
+    blocks on this machine's threads as the Solver does (``anynet.blocks``). No matrix product runs before it,
+    so OpenBLAS's idle threads play no part here (see benchmarks/RESULTS.md). Freed memory is kept, as in
+    ``anynet train``: otherwise each fresh 6 MB temporary faults in and the page faults are what is timed."""
+
+    params = (["adam", "sgd_momentum"], ["one-piece", "blocks"])
+    param_names = ["rule", "layout"]
+
+    def setup(self, rule, layout):
+        import numpy as np
+
+        from anynet import blocks, optim
+
+        _backend.keep_freed_memory()  # this benchmark's own process
+        rng = np.random.default_rng(0)
+        self.w, self.dw = (rng.standard_normal((3072, 512), dtype=np.float32) for _ in range(2))
+        self.rule = optim.UPDATE_RULES[rule]
+        self.rows = blocks.row_blocks(self.w.shape, _backend.threads()) if layout == "blocks" else None
+        if layout == "blocks" and self.rows is None:
+            raise NotImplementedError("one CPU thread: no blocks")
+        self.blocks = blocks
+        self.config = {"learning_rate": 1e-3}
+        if self.rows is not None:
+            self.config = blocks.split_config(self.config, self.w.shape, self.rows)
+        self.time_update(rule, layout)  # the state exists from here on, as after a first step
+
+    def time_update(self, rule, layout):
+        if self.rows is None:
+            _, self.config = self.rule(self.w, self.dw, self.config)
+        else:  # the thread map the Solver gets where OpenBLAS idles briefly
+            _, self.config = self.blocks.update(self.rule, self.w, self.dw, self.config, self.rows,
+                                                _backend._map_on_threads)
