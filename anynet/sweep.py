@@ -108,11 +108,14 @@ def _dask_worker():
 
 
 def _limit_threads() -> None:
-    """Use one BLAS and one torch thread, so single-threaded workers sharing a machine don't fight."""
+    """Use one BLAS, one torch and one anynet thread, so single-threaded workers sharing a machine don't fight."""
     global _threads_limited
     if _threads_limited:
         return
     _threads_limited = True
+    from . import backend
+
+    backend.set_threads(1)  # no row blocks on threads (anynet.blocks): the other cores run other trials
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # the nanny has already set OMP/MKL/OPENBLAS_NUM_THREADS=1

@@ -244,6 +244,13 @@ def test_random_points_are_trained_seeded_and_inside_the_grid(data_root):
 # ---- Dask -------------------------------------------------------------------------------------------------------
 
 
+def _anynet_threads():
+    """On a worker: the CPU threads anynet's own parallel work may use there."""
+    from anynet import backend
+
+    return backend.threads()
+
+
 def _data_loads():
     """How often this worker process loaded each data config."""
     return dict(sweep_module._DATA_LOADS)
@@ -261,6 +268,7 @@ def test_local_cluster_matches_in_process_and_loads_data_once_per_worker(client,
     assert _results(read_results(tmp_path)) == _results(reference)
     loads = client.run(_data_loads)
     assert loads and all(count == 1 for per_worker in loads.values() for count in per_worker.values())
+    assert set(client.run(_anynet_threads).values()) == {1}  # no update threads beside the other workers'
 
 
 def _stall_once(marker, config):
