@@ -33,3 +33,17 @@ def straight_and_resumed(make_solver, folder):
     resumed.load_checkpoint(folder / "part.npz")
     resumed.train()
     return straight, resumed
+
+
+def halve_lr_and_zero_m_at_7(solver, event):
+    """Callback: at step 7, mid-epoch (5 steps an epoch), read and change every parameter's Adam config."""
+    if event == "iteration" and solver.t == 7:
+        for config in solver.optim_configs.values():
+            config["learning_rate"] *= 0.5
+            config["m"] = config["m"] * 0.0
+
+
+def reorder_params_at_7(solver, event):
+    """Callback: at step 7, mid-epoch, new parameter arrays in the reverse order."""
+    if event == "iteration" and solver.t == 7:
+        solver.model.params = {k: np.array(v, copy=True) for k, v in reversed(solver.model.params.items())}

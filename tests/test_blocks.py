@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from blobs import small_solver, straight_and_resumed
+from blobs import halve_lr_and_zero_m_at_7, reorder_params_at_7, small_solver, straight_and_resumed
 
 from anynet import backend, blocks, optim
 
@@ -105,29 +105,22 @@ def test_solver_in_blocks_equals_one_call_per_parameter(backend_name, rule, monk
     _assert_same_run(runs[False], runs[True])
 
 
-def test_configs_read_and_changed_between_steps_steer_the_blocks(monkeypatch):
-    def halve_at_7(solver, event):
-        if event == "iteration" and solver.t == 7:
-            for config in solver.optim_configs.values():
-                config["learning_rate"] *= 0.5
-                config["m"] = config["m"] * 0.0
-
-    runs = [_solver("numpy", "adam", in_blocks, monkeypatch, callback=halve_at_7) for in_blocks in (False, True)]
+def _assert_blocks_change_nothing(monkeypatch, rule, callback):
+    """Train with ``rule`` in blocks and not, both with ``callback``; require the same run."""
+    runs = [_solver("numpy", rule, in_blocks, monkeypatch, callback=callback) for in_blocks in (False, True)]
     for solver in runs:
         solver.train()
     _assert_same_run(*runs)
+    return runs
+
+
+def test_configs_read_and_changed_between_steps_steer_the_blocks(monkeypatch):
+    _assert_blocks_change_nothing(monkeypatch, "adam", halve_lr_and_zero_m_at_7)
 
 
 def test_parameters_replaced_mid_run_keep_their_state(monkeypatch):
     """New parameter arrays, in another order, at step 7: each keeps its own state by name."""
-    def replace(solver, event):
-        if event == "iteration" and solver.t == 7:
-            solver.model.params = {k: np.array(v, copy=True) for k, v in reversed(solver.model.params.items())}
-
-    runs = [_solver("numpy", "rmsprop", in_blocks, monkeypatch, callback=replace) for in_blocks in (False, True)]
-    for solver in runs:
-        solver.train()
-    _assert_same_run(*runs)
+    _assert_blocks_change_nothing(monkeypatch, "rmsprop", reorder_params_at_7)
 
 
 def test_a_parameter_whose_gradient_has_another_dtype_is_updated_in_one_piece(monkeypatch):
@@ -136,11 +129,8 @@ def test_a_parameter_whose_gradient_has_another_dtype_is_updated_in_one_piece(mo
         if event == "iteration" and solver.t == 3:
             solver.model.params["W1"] = solver.model.params["W1"].astype(np.float32)
 
-    runs = [_solver("numpy", "adam", in_blocks, monkeypatch, callback=to_float32) for in_blocks in (False, True)]
-    for solver in runs:
-        solver.train()
+    runs = _assert_blocks_change_nothing(monkeypatch, "adam", to_float32)
     assert runs[1].model.params["W1"].dtype == np.float64
-    _assert_same_run(*runs)
 
 
 def test_a_parameter_that_shrinks_below_the_size_leaves_its_blocks(monkeypatch):

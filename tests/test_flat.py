@@ -6,7 +6,7 @@ On a CPU the Solver updates one parameter at a time; these tests make it fuse
 
 import numpy as np
 import pytest
-from blobs import small_solver, straight_and_resumed
+from blobs import halve_lr_and_zero_m_at_7, reorder_params_at_7, small_solver, straight_and_resumed
 
 from anynet import backend, flat, optim
 
@@ -95,22 +95,12 @@ def _assert_fused_equals_unfused(monkeypatch, callback):
 
 def test_fused_run_follows_configs_changed_between_steps(monkeypatch):
     """A callback that reads and changes optim_configs mid-epoch sees, and steers, the fused state."""
-    def halve_at_7(solver, event):
-        if event == "iteration" and solver.t == 7:
-            for config in solver.optim_configs.values():
-                config["learning_rate"] *= 0.5
-                config["m"] = config["m"] * 0.0
-
-    _assert_fused_equals_unfused(monkeypatch, halve_at_7)
+    _assert_fused_equals_unfused(monkeypatch, halve_lr_and_zero_m_at_7)
 
 
 def test_fused_run_keeps_state_by_name_when_parameters_are_reordered(monkeypatch):
-    """New parameter arrays in another order mid-run: each parameter keeps its own Adam state."""
-    def reorder_at_7(solver, event):  # mid-epoch (5 steps an epoch): the state is merged then
-        if event == "iteration" and solver.t == 7:
-            solver.model.params = {k: np.array(v, copy=True) for k, v in reversed(solver.model.params.items())}
-
-    _assert_fused_equals_unfused(monkeypatch, reorder_at_7)
+    """New parameter arrays in another order mid-run (the state is merged then): each keeps its own Adam state."""
+    _assert_fused_equals_unfused(monkeypatch, reorder_params_at_7)
 
 
 def test_fused_run_resumes_from_a_checkpoint_exactly(tmp_path, monkeypatch):
