@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from collections.abc import Sequence
 
 import array_api_compat
@@ -215,6 +216,27 @@ def set_threads(n: int | None) -> None:
     _threads = n
 
 
+def limit_threads(n: int) -> str:
+    """Limit every thread pool of this process to ``n`` threads: anynet's own, NumPy's BLAS and PyTorch's.
+
+    PyTorch is limited only if it is loaded. Returns how BLAS was limited:
+    through threadpoolctl, or (without it) only by the environment NumPy
+    loaded with (``OPENBLAS_NUM_THREADS`` and the like).
+    """
+    set_threads(n)
+    how = "environment (set before NumPy was imported)"
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        pass
+    else:
+        threadpool_limits(n)
+        how = "threadpoolctl"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    return how
+
+
 def threads() -> int:
     """CPU threads anynet's own parallel work may use (``set_threads``)."""
     if _threads is not None:
@@ -296,7 +318,7 @@ def keep_freed_memory() -> bool:
     zero-filled, at every training step: the FullyConnectedNet [512, 256] with
     Adam trains about 10 % faster on a CPU with it, for about 6 % more peak
     memory. Process-wide, so a library never calls it on its own: ``anynet
-    train`` does, and ``anynet bench --keep-memory`` for every contestant.
+    train`` does, and ``anynet bench`` for every contestant (unless ``--default-malloc``).
     Returns whether the setting took (False off glibc).
     """
     try:

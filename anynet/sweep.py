@@ -115,15 +115,9 @@ def _limit_threads() -> None:
     _threads_limited = True
     from . import backend
 
-    backend.set_threads(1)  # no row blocks on threads (anynet.blocks): the other cores run other trials
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # the nanny has already set OMP/MKL/OPENBLAS_NUM_THREADS=1
-        pass
-    else:
-        threadpool_limits(1)
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
+    # Without threadpoolctl the nanny has already set OMP/MKL/OPENBLAS_NUM_THREADS=1. anynet's own threads
+    # too: no row blocks (anynet.blocks) beside the other trials.
+    backend.limit_threads(1)
 
 
 def _execute(trial, config: dict, sweep_id: str, index: int) -> dict:

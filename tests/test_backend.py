@@ -146,3 +146,18 @@ def test_take_rows_is_take_along_the_first_axis(xp, device):
                                   backend.to_numpy(xp.take(x, idx, axis=0)))
     y = xp.asarray([5, 6, 7, 8], device=device)
     np.testing.assert_array_equal(backend.to_numpy(backend.take_rows(y, idx)), [8, 5, 5, 7])
+
+
+def test_limit_threads_limits_anynet_blas_and_loaded_torch(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(backend, "_threads", None)
+    before_blas, before_torch = threadpoolctl.threadpool_info(), torch.get_num_threads()
+    try:
+        assert backend.limit_threads(1) == "threadpoolctl"
+        assert backend.threads() == 1 and torch.get_num_threads() == 1
+        assert all(pool["num_threads"] == 1 for pool in threadpoolctl.threadpool_info())
+    finally:
+        for pool in before_blas:
+            threadpoolctl.threadpool_limits(pool["num_threads"], user_api=pool["user_api"])
+        torch.set_num_threads(before_torch)
