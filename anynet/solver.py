@@ -251,10 +251,11 @@ class Solver:
             if self._flat_config is not None:  # fused until this step (see _update_all)
                 self._unmerge()
             params, configs = self.model.params, self._optim_configs
+            threads = _backend.threads() if self._block_map is not None else 1
             for p, w in params.items():
                 rows = None
-                if self._block_map is not None and grads[p].dtype == w.dtype:  # else the rule's result promotes
-                    rows = blocks.row_blocks(tuple(w.shape), _backend.threads())
+                if threads > 1 and grads[p].dtype == w.dtype:  # else the rule's result promotes
+                    rows = blocks.row_blocks(tuple(w.shape), threads)
                 if rows is not None:
                     params[p] = self._update_in_blocks(p, w, grads[p], rows)
                     continue
