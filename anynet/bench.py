@@ -2,11 +2,17 @@
 
 The three train the same model (same widths, batch size, dtype float32 and
 thread count) on the same data, taking turns, and the medians of their
-images-per-second figures are compared. The GEMM floor times only the matrix
-products one training step needs (for L affine layers: L forward, L weight
-gradients and L - 1 input gradients, since nobody needs the gradient with
-respect to the images), through the BLAS of the backend's own library; no
-training loop can beat it.
+images-per-second figures are compared. anynet and PyTorch do the same work:
+PyTorch's loop also keeps the Solver's books (losses, accuracy at the same
+steps on as many images, a copy of the best parameters). The GEMM floor times
+only the matrix products one training step needs (for L affine layers: L
+forward, L weight gradients and L - 1 input gradients, since nobody needs the
+gradient with respect to the images), through the BLAS of the backend's own
+library; no training loop can beat it.
+
+For the two-layer net on a CPU a fourth contestant, ``numpy_loop``, trains it
+with a hand-written NumPy loop (the same work again): ``anynet/numpy_loop`` is
+what the library's layers, model and Solver cost over plain NumPy.
 
 ``python benchmarks/compare.py --help`` (or ``main(argv)``) runs it from the
 command line; ``compare(...)`` returns the figures as a dict.
@@ -127,6 +133,11 @@ def _layer_dims(model, hidden):
     return [int(np.prod(IMAGE_SHAPE)), *widths, NUM_CLASSES]
 
 
+def check_steps(iterations, per_epoch):
+    """The steps after which ``Solver.train()`` measures accuracy: the first, each epoch's last, the last."""
+    return {1, iterations, *range(per_epoch, iterations + 1, per_epoch)}
+
+
 def _synchronizer(backend, device):
     """A function that waits for the device of ``backend`` (a no-op on the CPU)."""
     if backend == "cupy":
@@ -235,16 +246,27 @@ class TorchRun:
         else:
             self.opt = torch.optim.SGD(self.net.parameters(), lr=1e-3)
         self.loss_fn = nn.CrossEntropyLoss()
-        X = torch.from_numpy(np.ascontiguousarray(data["X_train"]))
-        self.X = X.reshape(X.shape[0], -1).to(self.device)
-        self.y = torch.from_numpy(np.asarray(data["y_train"], dtype=np.int64)).to(self.device)
+        self.X, self.y = self._tensors(data["X_train"], data["y_train"])
+        self.X_val, self.y_val = self._tensors(data["X_val"], data["y_val"])
         self.batch_size, self.iterations = batch_size, iterations
         self.per_epoch = max(self.X.shape[0] // batch_size, 1)
+        self.checks = check_steps(iterations, self.per_epoch)
         self.sync = _synchronizer("torch", self.device)
 
+    def _tensors(self, X, y):
+        """Images as (N, D) float32 and labels as int64, on the device."""
+        torch = self.torch
+        X = torch.from_numpy(np.ascontiguousarray(X)).reshape(X.shape[0], -1)
+        return X.to(self.device), torch.from_numpy(np.asarray(y, dtype=np.int64)).to(self.device)
+
     def __call__(self):
-        """Seconds for ``iterations`` training steps, epochs drawn by ``randperm``."""
+        """Seconds for ``iterations`` training steps, epochs drawn by ``randperm``.
+
+        It keeps the books a ``Solver`` keeps, at the same steps: the losses, the accuracy on as many
+        training and validation images, a copy of the best parameters.
+        """
         torch, B = self.torch, self.batch_size
+        self.pending, self.loss_history, self.best_val_acc, self.best = [], [], -1.0, None
         start = time.perf_counter()
         for t in range(self.iterations):
             k = t % self.per_epoch
@@ -255,8 +277,114 @@ class TorchRun:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
+            self.pending.append(loss.detach())
+            if t + 1 in self.checks:
+                self._record_accuracy()
         self.sync()
         return time.perf_counter() - start
+
+    def _accuracy(self, X, y):
+        """Accuracy on ``batch_size`` images of ``X`` drawn without replacement (all, if no more)."""
+        if X.shape[0] > self.batch_size:
+            idx = self.torch.randperm(X.shape[0], device=self.device)[: self.batch_size]
+            X, y = X[idx], y[idx]
+        return (self.net(X).argmax(dim=1) == y).sum().item() / X.shape[0]
+
+    def _record_accuracy(self):
+        """What ``Solver._record_accuracy`` does, written the PyTorch way."""
+        self.loss_history += self.torch.stack(self.pending).tolist()  # one transfer, as the Solver's flush
+        self.pending = []
+        with self.torch.no_grad():
+            self.net.eval()
+            self._accuracy(self.X, self.y)
+            val_acc = self._accuracy(self.X_val, self.y_val)
+            self.net.train()
+        if val_acc > self.best_val_acc or self.best is None:
+            self.best_val_acc = val_acc
+            self.best = {k: v.clone() for k, v in self.net.state_dict().items()}
+
+
+class NumpyLoop:
+    """TwoLayerNet trained by a hand-written NumPy loop: what anynet's layers, model and Solver cost over it.
+
+    The step is written inline the way a NumPy user who knows the tricks writes it (fancy indexing,
+    updates in place, no checks), and it keeps the same books as the Solver at the same steps (losses,
+    accuracy, a copy of the best parameters), so that the two do the same work.
+    """
+
+    def __init__(self, data, hidden, batch_size, iterations, seed=0):
+        def flat(X):
+            return np.ascontiguousarray(X, dtype=np.float32).reshape(X.shape[0], -1)
+
+        self.X, self.y = flat(data["X_train"]), np.asarray(data["y_train"], dtype=np.int64)
+        self.X_val, self.y_val = flat(data["X_val"]), np.asarray(data["y_val"], dtype=np.int64)
+        self.rng = np.random.default_rng(seed)
+        D, H, C = self.X.shape[1], hidden, NUM_CLASSES
+        # TwoLayerNet's start: weights from N(0, 1e-3 ** 2), zero biases.
+        self.initial = {
+            "W1": (self.rng.standard_normal((D, H)) * 1e-3).astype(np.float32), "b1": np.zeros(H, np.float32),
+            "W2": (self.rng.standard_normal((H, C)) * 1e-3).astype(np.float32), "b2": np.zeros(C, np.float32),
+        }
+        self.lr = np.float32(1e-3)
+        self.batch_size, self.iterations = batch_size, iterations
+        self.per_epoch = max(self.X.shape[0] // batch_size, 1)
+        self.checks = check_steps(iterations, self.per_epoch)
+
+    def __call__(self):
+        """Seconds for ``iterations`` training steps, one permutation an epoch."""
+        p = {k: v.copy() for k, v in self.initial.items()}
+        B, N = self.batch_size, self.X.shape[0]
+        self.loss_history, self.best_val_acc, self.best = [], -1.0, None
+        start = time.perf_counter()
+        for t in range(self.iterations):
+            k = t % self.per_epoch
+            if k == 0:
+                order = self.rng.permutation(N)
+            idx = order[k * B:(k + 1) * B]
+            self.loss_history.append(self.step(p, self.X[idx], self.y[idx]))
+            if t + 1 in self.checks:
+                self._record_accuracy(p)
+        return time.perf_counter() - start
+
+    def step(self, p, x, y):
+        """One SGD step on the batch ``x, y``, updating ``p`` in place; returns the loss."""
+        B = x.shape[0]
+        h = x @ p["W1"]
+        h += p["b1"]
+        np.maximum(h, 0, out=h)
+        s = h @ p["W2"]
+        s += p["b2"]
+        s -= s.max(axis=1, keepdims=True)
+        e = np.exp(s)
+        z = e.sum(axis=1, keepdims=True)
+        rows = np.arange(B)
+        loss = float(np.log(z).mean() - s[rows, y].mean())
+        ds = e / z
+        ds[rows, y] -= 1
+        ds /= B
+        dh = ds @ p["W2"].T
+        dh *= h > 0
+        grads = {"W1": x.T @ dh, "b1": dh.sum(axis=0), "W2": h.T @ ds, "b2": ds.sum(axis=0)}
+        for name, dw in grads.items():
+            dw *= self.lr
+            p[name] -= dw
+        return loss
+
+    def _accuracy(self, p, X, y):
+        """Accuracy on ``batch_size`` images of ``X`` drawn without replacement (all, if no more)."""
+        if X.shape[0] > self.batch_size:
+            idx = self.rng.choice(X.shape[0], self.batch_size, replace=False)
+            X, y = X[idx], y[idx]
+        scores = np.maximum(X @ p["W1"] + p["b1"], 0) @ p["W2"] + p["b2"]
+        return float(np.mean(scores.argmax(axis=1) == y))
+
+    def _record_accuracy(self, p):
+        """What ``Solver._record_accuracy`` does, in plain NumPy."""
+        self._accuracy(p, self.X, self.y)
+        val_acc = self._accuracy(p, self.X_val, self.y_val)
+        if val_acc > self.best_val_acc or self.best is None:
+            self.best_val_acc = val_acc
+            self.best = {k: v.copy() for k, v in p.items()}
 
 
 class GemmFloor:
@@ -319,7 +447,7 @@ def compare(
     repeats=5, iterations=100, num_train=None, data_dir=None, seed=0, torch_device=None, log=None,
     keep_memory=True,
 ):
-    """Train one model three ways, taking turns, and return the figures.
+    """Train one model three ways (four: the two-layer net on a CPU), taking turns, and return the figures.
 
     Parameters
     ----------
@@ -376,6 +504,8 @@ def compare(
     data, source = load_data(num_train, batch_size, data_dir, seed)
 
     contestants = {"anynet": AnynetRun(data, backend, dev, model, hidden, batch_size, iterations, seed)}
+    if model == "two-layer" and not on_gpu:
+        contestants["numpy_loop"] = NumpyLoop(data, hidden, batch_size, iterations, seed)
     notes = []
     try:
         import torch
@@ -403,7 +533,8 @@ def compare(
                 gc_watch.who = None
             log(f"round {r + 1}/{repeats}: " + ", ".join(f"{n} {v[-1]:,.0f}" for n, v in runs.items()))
     median = {name: statistics.median(v) for name, v in runs.items()}
-    pairs = [("anynet", "torch"), ("anynet", "gemm_floor"), ("torch", "gemm_floor")]
+    pairs = [("anynet", "torch"), ("anynet", "gemm_floor"), ("torch", "gemm_floor"), ("anynet", "numpy_loop"),
+             ("numpy_loop", "torch")]
     pairs = [(a, b) for a, b in pairs if a in median and b in median]
     ratios = {f"{a}/{b}": median[a] / median[b] for a, b in pairs}
     # The machine's speed drifts between rounds; a ratio within each round cancels the drift.
@@ -555,7 +686,8 @@ def add_parser(subparsers):
         "bench",
         help="anynet vs PyTorch eager vs the GEMM floor, side by side",
         description="Train the same model three ways in one process, alternating, and print the median images/s "
-        "and their ratios: anynet through the Solver, PyTorch eager, and only the matrix products of a step.",
+        "and their ratios: anynet through the Solver, PyTorch eager, and only the matrix products of a step "
+        "(and, for the two-layer net on a CPU, a hand-written NumPy loop).",
     )
     build_parser(parser)
     parser.set_defaults(run=run_from_args)

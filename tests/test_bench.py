@@ -23,8 +23,8 @@ def test_bench_reports_three_contestants_and_ratios(backend_name):
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    medians = dict(re.findall(r"^(anynet|torch|gemm_floor)\s+([\d,]+)", result.stdout, re.M))
-    assert set(medians) == {"anynet", "torch", "gemm_floor"}
+    medians = dict(re.findall(r"^(anynet|numpy_loop|torch|gemm_floor)\s+([\d,]+)", result.stdout, re.M))
+    assert set(medians) == {"anynet", "numpy_loop", "torch", "gemm_floor"}  # a CPU run: the NumPy loop too
     assert all(int(v.replace(",", "")) > 0 for v in medians.values())
     ratio = float(re.search(r"^anynet/torch\s+([\d.]+)", result.stdout, re.M).group(1))
     expected = int(medians["anynet"].replace(",", "")) / int(medians["torch"].replace(",", ""))
@@ -112,3 +112,61 @@ def test_pytorch_dispatches_no_more_operations_than_the_code_asks_for(repo_scrip
     numpy_total, numpy_ops = count_step_ops(model, hidden=20, batch_size=10, steps=2)
     torch_total, torch_ops = count_step_ops(model, hidden=20, batch_size=10, steps=2, backend="torch")
     assert torch_total == numpy_total, (numpy_ops, torch_ops)
+
+
+def test_check_steps_are_the_steps_the_solver_measures_accuracy_after():
+    # The contestants that keep the Solver's books must measure where it does: 100 training points at batch
+    # 30 make 3 steps an epoch; 8 steps end epochs at 3 and 6, and the run at 8.
+    from blobs import blobs
+
+    from anynet import Solver, TwoLayerNet
+
+    checks_by_step = {}  # step -> accuracy measurements so far
+    model = TwoLayerNet(input_dim=6, hidden_dims=4, num_classes=3, seed=0, dtype="float64", backend="numpy")
+    solver = Solver(model, blobs(), batch_size=30, num_iterations=8, verbose=False,
+                    callback=lambda s, event: checks_by_step.setdefault(s.t, len(s.val_acc_history)))
+    solver.train()
+    measured = {t for t, n in checks_by_step.items() if n > checks_by_step.get(t - 1, 0)}
+    assert measured == bench.check_steps(8, 3) == {1, 3, 6, 8}
+
+
+def test_numpy_loop_takes_the_step_anynet_takes():
+    # The hand-written reference must do the same arithmetic as TwoLayerNet.loss + optim.sgd, or comparing
+    # their speed says nothing.
+    from anynet import TwoLayerNet, optim
+
+    data, _ = bench.load_data(60, 20)
+    loop = bench.NumpyLoop(data, hidden=7, batch_size=20, iterations=3)
+    p = {k: v.copy() for k, v in loop.initial.items()}
+    x, y = loop.X[:20], loop.y[:20]
+    model = TwoLayerNet(hidden_dims=7, dtype="float32", backend="numpy")
+    model.params = {k: v.copy() for k, v in p.items()}
+    loss, grads = model.loss(x, y)
+    expected = {k: optim.sgd(w, grads[k], {"learning_rate": 1e-3})[0] for k, w in model.params.items()}
+    assert loop.step(p, x, y) == pytest.approx(float(loss), rel=1e-5)
+    for k, w in expected.items():
+        np.testing.assert_allclose(p[k], w, rtol=1e-5, atol=1e-7)
+    assert not np.array_equal(p["W1"], loop.initial["W1"])  # it did step
+
+
+@pytest.mark.parametrize("contestant", ["numpy_loop", "torch"])
+def test_contestants_keep_the_solvers_books(contestant):
+    data, _ = bench.load_data(100, 20)
+    if contestant == "torch":
+        pytest.importorskip("torch")
+        run = bench.TorchRun(data, "cpu", "two-layer", hidden=5, batch_size=20, iterations=12)
+    else:
+        run = bench.NumpyLoop(data, hidden=5, batch_size=20, iterations=12)
+    record = run._record_accuracy
+    calls = []
+    run._record_accuracy = lambda *args: (record(*args), calls.append(len(run.loss_history)))
+    run()
+    # 5 steps an epoch: measured after steps 1, 5, 10 and 12, each time with every loss so far on the host.
+    assert calls == sorted(bench.check_steps(12, 5)) == [1, 5, 10, 12]
+    assert run.best is not None and 0 <= run.best_val_acc <= 1
+
+
+def test_compare_leaves_the_numpy_loop_out_where_it_is_not_the_same_model():
+    pytest.importorskip("torch")
+    result = bench.compare(model="fc", repeats=1, iterations=2, num_train=60, batch_size=20, keep_memory=False)
+    assert set(result["median"]) == {"anynet", "torch", "gemm_floor"}
