@@ -266,7 +266,7 @@ class TorchRun:
         training and validation images, a copy of the best parameters.
         """
         torch, B = self.torch, self.batch_size
-        self.pending, self.loss_history, self.best_val_acc, self.best = [], [], -1.0, None
+        self.pending, self.loss_history, self.acc_history, self.best_val_acc, self.best = [], [], [], -1.0, None
         start = time.perf_counter()
         for t in range(self.iterations):
             k = t % self.per_epoch
@@ -296,9 +296,9 @@ class TorchRun:
         self.pending = []
         with self.torch.no_grad():
             self.net.eval()
-            self._accuracy(self.X, self.y)
-            val_acc = self._accuracy(self.X_val, self.y_val)
+            train_acc, val_acc = self._accuracy(self.X, self.y), self._accuracy(self.X_val, self.y_val)
             self.net.train()
+        self.acc_history.append((train_acc, val_acc))
         if val_acc > self.best_val_acc or self.best is None:
             self.best_val_acc = val_acc
             self.best = {k: v.clone() for k, v in self.net.state_dict().items()}
@@ -334,7 +334,7 @@ class NumpyLoop:
         """Seconds for ``iterations`` training steps, one permutation an epoch."""
         p = {k: v.copy() for k, v in self.initial.items()}
         B, N = self.batch_size, self.X.shape[0]
-        self.loss_history, self.best_val_acc, self.best = [], -1.0, None
+        self.loss_history, self.acc_history, self.best_val_acc, self.best = [], [], -1.0, None
         start = time.perf_counter()
         for t in range(self.iterations):
             k = t % self.per_epoch
@@ -380,8 +380,8 @@ class NumpyLoop:
 
     def _record_accuracy(self, p):
         """What ``Solver._record_accuracy`` does, in plain NumPy."""
-        self._accuracy(p, self.X, self.y)
-        val_acc = self._accuracy(p, self.X_val, self.y_val)
+        train_acc, val_acc = self._accuracy(p, self.X, self.y), self._accuracy(p, self.X_val, self.y_val)
+        self.acc_history.append((train_acc, val_acc))
         if val_acc > self.best_val_acc or self.best is None:
             self.best_val_acc = val_acc
             self.best = {k: v.copy() for k, v in p.items()}

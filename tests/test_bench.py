@@ -163,7 +163,8 @@ def test_contestants_keep_the_solvers_books(contestant):
     run()
     # 5 steps an epoch: measured after steps 1, 5, 10 and 12, each time with every loss so far on the host.
     assert calls == sorted(bench.check_steps(12, 5)) == [1, 5, 10, 12]
-    assert run.best is not None and 0 <= run.best_val_acc <= 1
+    assert len(run.acc_history) == 4 and all(0 <= acc <= 1 for pair in run.acc_history for acc in pair)
+    assert run.best_val_acc == max(val for _, val in run.acc_history) and run.best is not None
 
 
 def test_compare_leaves_the_numpy_loop_out_where_it_is_not_the_same_model():
