@@ -638,7 +638,7 @@ def format_report(result):
 def build_parser(parser=None):
     """Add the options of ``anynet bench`` / ``benchmarks/compare.py`` to ``parser``."""
     parser = parser or argparse.ArgumentParser(
-        prog="compare.py", description="anynet vs PyTorch eager vs the GEMM floor, side by side."
+        prog="compare.py", description="anynet vs PyTorch eager vs the GEMM floor (vs a NumPy loop), side by side."
     )
     parser.add_argument("--backend", default="numpy", help="anynet backend (numpy, torch, cupy, array_api_strict)")
     parser.add_argument("--device", default=None, help="anynet device, e.g. cpu, cuda, cuda:1")
@@ -684,7 +684,7 @@ def add_parser(subparsers):
     """Add ``anynet bench`` to the ``anynet`` command's subparsers and return its parser."""
     parser = subparsers.add_parser(
         "bench",
-        help="anynet vs PyTorch eager vs the GEMM floor, side by side",
+        help="anynet vs PyTorch eager vs the GEMM floor (vs a NumPy loop), side by side",
         description="Train the same model three ways in one process, alternating, and print the median images/s "
         "and their ratios: anynet through the Solver, PyTorch eager, and only the matrix products of a step "
         "(and, for the two-layer net on a CPU, a hand-written NumPy loop).",

@@ -1,4 +1,4 @@
-"""anynet vs PyTorch eager vs the GEMM floor: ``python benchmarks/compare.py --help``.
+"""anynet vs PyTorch eager vs the GEMM floor (vs a NumPy loop): ``python benchmarks/compare.py --help``.
 
 Thin wrapper around ``anynet.bench``. Without threadpoolctl the thread count
 can only be set through the environment before NumPy is imported, so it is
