@@ -174,14 +174,15 @@ class AnynetRun:
     def __init__(self, data, backend, device, model, hidden, batch_size, iterations, seed=0):
         from .models import FullyConnectedNet, TwoLayerNet
 
+        D = int(np.prod(data["X_train"].shape[1:]))  # CIFAR-10's 3072, or what smaller benchmarks hand in
         if model == "fc":
             net = FullyConnectedNet(
-                list(FC_HIDDEN), dropout=FC_DROPOUT, use_batchnorm=True, weight_scale=5e-2,
+                list(FC_HIDDEN), input_dim=D, dropout=FC_DROPOUT, use_batchnorm=True, weight_scale=5e-2,
                 dtype="float32", seed=seed, backend=backend, device=device,
             )
         else:
             net = TwoLayerNet(
-                hidden_dims=hidden, weight_scale=1e-3, dtype="float32", seed=seed,
+                input_dim=D, hidden_dims=hidden, weight_scale=1e-3, dtype="float32", seed=seed,
                 backend=backend, device=device,
             )
         self.rule, self.optim_config = RULES[model], {"learning_rate": 1e-3}

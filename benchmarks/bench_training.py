@@ -7,7 +7,9 @@ float32, batch 200. The data is the real CIFAR-10 when ``$ANYNET_DATA`` holds
 it, otherwise random images of the same shape: the ``data`` parameter says
 which. GPU work is synchronized inside every timed region; on GPUs the peak
 device memory is tracked too. The array operations of a step (a GPU's kernel
-launches) are counted on NumPy, a figure that does not depend on the machine.
+launches) are counted on NumPy, a figure that does not depend on the machine,
+and anynet's own cost per step is tracked against the same step written inline
+in NumPy.
 """
 
 from anynet import backend as _backend
@@ -101,6 +103,40 @@ class Step:
     def time_forward_backward(self, name, model, data):
         self.model.loss(self.X, self.y)
         self.sync()
+
+
+class Overhead:
+    """anynet's own cost per training step, over the same step written inline in NumPy.
+
+    A Solver step of TwoLayerNet 16-100-10 (batch 200) minus a step of ``anynet.bench.NumpyLoop``, which
+    keeps the same books. With 16 inputs the matrix products are negligible, so the difference is the
+    library's Python, input checks and extra passes: on a CPU the margin that decides TwoLayerNet 100
+    against PyTorch eager (about 60 us of a 2 ms step, benchmarks/RESULTS.md), on a GPU host time added to
+    every step.
+    """
+
+    timeout = 120
+    steps = 200
+
+    def setup(self):
+        import numpy as np
+
+        from anynet.bench import NumpyLoop
+
+        rng = np.random.default_rng(0)
+        N = 100 * BATCH + BATCH  # 100 steps an epoch, as many books as a CIFAR-10 run keeps, or fewer
+        X, y = rng.standard_normal((N, 16), dtype=np.float32), rng.integers(0, 10, N)
+        data = {"X_train": X[:-BATCH], "y_train": y[:-BATCH], "X_val": X[-BATCH:], "y_val": y[-BATCH:]}
+        self.anynet = AnynetRun(data, "numpy", None, "two-layer", 100, BATCH, self.steps)
+        self.loop = NumpyLoop(data, 100, BATCH, self.steps)
+        self.anynet(), self.loop()  # warm up
+
+    def track_library_us_per_step(self):
+        """Median of five alternating pairs of runs: (anynet - loop) seconds per step, in microseconds."""
+        differences = sorted(self.anynet() - self.loop() for _ in range(5))
+        return differences[2] / self.steps * 1e6
+
+    track_library_us_per_step.unit = "us"
 
 
 class DeviceMemory:

@@ -171,3 +171,14 @@ def test_compare_leaves_the_numpy_loop_out_where_it_is_not_the_same_model():
     pytest.importorskip("torch")
     result = bench.compare(model="fc", repeats=1, iterations=2, num_train=60, batch_size=20, keep_memory=False)
     assert set(result["median"]) == {"anynet", "torch", "gemm_floor"}
+
+
+def test_anynet_contestant_takes_its_input_width_from_the_data():
+    # asv's Overhead benchmark times anynet on 16 features, where the products are negligible.
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((60, 16), dtype=np.float32), rng.integers(0, 10, 60)
+    data = {"X_train": X[:40], "y_train": y[:40], "X_val": X[40:], "y_val": y[40:]}
+    run = bench.AnynetRun(data, "numpy", None, "two-layer", 5, 20, 3)
+    assert run.model.params["W1"].shape == (16, 5)
+    solver = run.solver  # the run trains this one, then sets up the next
+    assert run() > 0 and len(solver.loss_history) == 3
