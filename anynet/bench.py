@@ -534,6 +534,7 @@ def compare(
                 gc_watch.who = None
             log(f"round {r + 1}/{repeats}: " + ", ".join(f"{n} {v[-1]:,.0f}" for n, v in runs.items()))
     median = {name: statistics.median(v) for name, v in runs.items()}
+    notes += unsteady(runs)
     pairs = [("anynet", "torch"), ("anynet", "gemm_floor"), ("torch", "gemm_floor"), ("anynet", "numpy_loop"),
              ("numpy_loop", "torch")]
     pairs = [(a, b) for a, b in pairs if a in median and b in median]
@@ -564,6 +565,21 @@ def compare(
     if on_gpu:
         setup["gpu"] = _gpu_name(backend)
     return {"images_per_s": runs, "median": median, "ratios": ratios, "setup": setup}
+
+
+def unsteady(runs, spread=1.25):
+    """A note for each contestant whose fastest run was more than ``spread`` times its slowest.
+
+    Some machines switch speed for seconds to minutes (a shared 2-core VM here: memory-bound work 3-4x
+    slower in one state). Paired ratios cancel a drift between rounds but not a change of state within a
+    run; such a run is worth repeating before its figures are quoted. Steady runs here spread by up to 1.2x.
+    """
+    notes = []
+    for name, rates in runs.items():
+        if len(rates) > 1 and max(rates) > spread * min(rates):
+            notes.append(f"{name}'s runs span {max(rates) / min(rates):.2f}x (slowest to fastest): the machine "
+                         "changed speed during the run; repeat it before quoting these figures")
+    return notes
 
 
 class _GcWatch:

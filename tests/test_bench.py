@@ -182,3 +182,10 @@ def test_anynet_contestant_takes_its_input_width_from_the_data():
     assert run.model.params["W1"].shape == (16, 5)
     solver = run.solver  # the run trains this one, then sets up the next
     assert run() > 0 and len(solver.loss_history) == 3
+
+
+def test_unsteady_runs_are_reported():
+    runs = {"anynet": [97_000, 98_000, 56_000], "torch": [85_000, 86_000, 84_000], "gemm_floor": [140_000]}
+    (note,) = bench.unsteady(runs)
+    assert note.startswith("anynet's runs span 1.75x")
+    assert bench.unsteady({"torch": [85_000, 86_000, 84_000]}) == []
