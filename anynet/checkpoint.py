@@ -10,14 +10,13 @@ one, so a crash mid-write leaves the previous checkpoint whole.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from . import backend as _backend
+from .files import write_atomic
 from .models import MODELS
 
 FORMAT = "anynet-checkpoint-1"
@@ -39,37 +38,12 @@ def save_npz(path, arrays, meta):
     path = Path(path)
     host = {name: _backend.to_numpy(a) for name, a in arrays.items()}
     host["__meta__"] = np.frombuffer(json.dumps({"format": FORMAT, **meta}).encode(), dtype=np.uint8)
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **host)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        _fsync_dir(path.parent)
+        write_atomic(path, lambda f: np.savez(f, **host))
     except OSError as exc:
         raise CheckpointError(
             f"could not write checkpoint {path}: {exc.strerror or exc}; any previous checkpoint there is intact"
         ) from exc
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-
-
-def _fsync_dir(folder):
-    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder or ".", os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_npz(path):

@@ -7,9 +7,9 @@ import io
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
+from .files import write_atomic
 from .sweep_grid import LOG_KEYS, format_value
 
 # Columns every row has, after the swept flags; anything else but "config" is a flag.
@@ -58,16 +58,7 @@ def best_row(rows):
 
 def _atomic_write(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so readers see the old file or the new one, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text)
 
 
 def _csv_text(rows) -> str:

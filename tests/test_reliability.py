@@ -17,7 +17,7 @@ import pytest
 from cifar_files import write_cifar10
 
 import anynet
-from anynet import backend, checkpoint, cli, layers, optim
+from anynet import backend, checkpoint, cli, files, layers, optim
 from anynet.checkpoint import CheckpointError, load_npz, save_npz
 
 # --- helpers ----------------------------------------------------------------
@@ -418,7 +418,8 @@ def test_save_fault_gives_clear_error_and_keeps_previous_checkpoint(tmp_path, mo
     _save(path, 1.0)
     before = _folder_state(tmp_path)
     module, name = target.split(".")
-    monkeypatch.setattr(getattr(checkpoint, module), name, fault)
+    # np is checkpoint's; os and tempfile are those of anynet.files, the one writer every file goes through
+    monkeypatch.setattr(getattr(checkpoint if module == "np" else files, module), name, fault)
     with pytest.raises(CheckpointError) as exc_info:
         _save(path, 2.0)
     monkeypatch.undo()
