@@ -416,3 +416,56 @@ def download_cifar10(root=None, url=URL, md5=MD5, quiet=False) -> Path:
         part.unlink(missing_ok=True)
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+# The course's names (``cs231n.data_utils``), on the loaders above; ``anynet.data_utils`` re-exports them.
+
+
+def load_CIFAR_batch(filename):
+    """The course's ``load_CIFAR_batch``: one batch file as float64 images (N, 32, 32, 3) and int64 labels (N,).
+
+    Read with ``load_batch`` (the restricted unpickler); only the dtype differs.
+    """
+    X, y = load_batch(filename)
+    return X.astype(np.float64), y
+
+
+def load_CIFAR10(root):
+    """The course's ``load_CIFAR10``: ``load_cifar10(root)`` with float64 images, as the course returns them.
+
+    Parameters
+    ----------
+    root : str or path
+        The ``cifar-10-batches-py`` folder or its parent.
+
+    Returns
+    -------
+    X_train : ndarray, shape (50000, 32, 32, 3), float64
+        Pixel values 0..255, so that the notebook's in-place ``X_train -= mean_image`` works.
+    y_train : ndarray, shape (50000,), int64
+    X_test : ndarray, shape (10000, 32, 32, 3), float64
+    y_test : ndarray, shape (10000,), int64
+    """
+    if not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root must be a path (the cifar-10-batches-py folder or its parent); got {root!r}")
+    X_train, y_train, X_test, y_test = load_cifar10(root)
+    return X_train.astype(np.float64), y_train, X_test.astype(np.float64), y_test
+
+
+def get_CIFAR10_data(num_training=49000, num_validation=1000, num_test=1000, subtract_mean=True,
+                     cifar10_dir=None):
+    """The course's ``get_CIFAR10_data`` (``cs231n.data_utils``): ``get_cifar10_data`` in float64.
+
+    The course reads a fixed folder; here it is ``cifar10_dir``, else
+    ``$ANYNET_DATA``, else ``~/.cache/anynet`` (downloaded there when missing).
+
+    Returns
+    -------
+    dict
+        ``X_train, X_val, X_test``: float64 (N, 3, 32, 32), channels first, the
+        mean training image subtracted (with ``subtract_mean``);
+        ``y_train, y_val, y_test``: int64 (N,). Validation is the
+        ``num_validation`` images after the first ``num_training``.
+    """
+    return get_cifar10_data(cifar10_dir, num_training=num_training, num_validation=num_validation,
+                            num_test=num_test, subtract_mean=subtract_mean, dtype="float64")
