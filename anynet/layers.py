@@ -7,9 +7,10 @@ array-api-strict arrays, on whatever device they live.
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace, device
+import array_api_compat
 
 from .backend import Generator
+from .backends import namespace, tracing
 
 
 def _check_ndim(name, x, ndim):
@@ -20,7 +21,7 @@ def _check_ndim(name, x, ndim):
 
 def _check_scores_labels(x, y):
     """Validate (N, C) scores ``x`` against (N,) integer labels ``y``."""
-    xp = array_namespace(x, y)
+    xp = namespace(x, y)
     _check_ndim("x", x, 2)
     _check_ndim("y", y, 1)
     if y.shape[0] != x.shape[0]:
@@ -28,6 +29,14 @@ def _check_scores_labels(x, y):
     if not xp.isdtype(y.dtype, "integral"):
         raise TypeError(f"y must hold integer labels; got dtype {y.dtype}")
     return xp
+
+
+def _device(x):
+    """The device of ``x``: its attribute, which JAX's tracers lack (array-api-compat knows theirs)."""
+    try:
+        return x.device
+    except AttributeError:
+        return array_api_compat.device(x)
 
 
 _CONSTANTS: dict = {}
@@ -43,7 +52,9 @@ def _constant(xp, like, n=None):
     array-api-compat's ``clip``, which assigns through a boolean mask (CuPy):
     both would synchronize.
     """
-    dev = device(like)
+    dev = _device(like)
+    if tracing():  # a compiled step's constants belong to its graph: kept here, they would outlive the trace
+        return xp.zeros((), dtype=like.dtype, device=dev) if n is None else xp.arange(n, dtype=like.dtype, device=dev)
     try:
         key = (xp, like.dtype, dev, n)
         value = _CONSTANTS.get(key)
@@ -77,7 +88,7 @@ def affine_forward(x, w, b):
     cache : tuple
         What ``affine_backward`` needs.
     """
-    xp = array_namespace(x, w, b)
+    xp = namespace(x, w, b)
     N = x.shape[0]
     x2 = xp.reshape(x, (N, -1))
     if x2.shape[1] != w.shape[0]:
@@ -107,7 +118,7 @@ def affine_backward(dout, cache):
 def _affine_backward(dout, cache, need_dx):
     """``affine_backward`` that skips ``dx`` (a third of the work) when nobody needs it."""
     x, x2, w = cache
-    xp = array_namespace(dout, w)
+    xp = namespace(dout, w)
     dw = x2.T @ dout
     db = xp.sum(dout, axis=0)
     dx = xp.reshape(dout @ w.T, x.shape) if need_dx else None
@@ -116,14 +127,14 @@ def _affine_backward(dout, cache, need_dx):
 
 def relu_forward(x):
     """Rectified linear unit, ``max(x, 0)``; returns ``(out, cache)``."""
-    xp = array_namespace(x)
+    xp = namespace(x)
     out = xp.maximum(x, _constant(xp, x))
     return out, out
 
 
 def relu_backward(dout, cache):
     """Backward pass of ``relu_forward``: ``dout`` where the input was positive."""
-    xp = array_namespace(dout, cache)
+    xp = namespace(dout, cache)
     # A product with the 0/1 mask: NumPy's where() is ten times slower here, and sign(out), though one
     # operation fewer, is on CuPy array-api-compat's sign, which patches NaNs through a boolean mask.
     return dout * xp.astype(cache > 0, dout.dtype)
@@ -198,7 +209,7 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     out : array, shape (N, D)
     cache : tuple, or None in test mode
     """
-    xp = array_namespace(x, gamma, beta)
+    xp = namespace(x, gamma, beta)
     _check_ndim("x", x, 2)
     mode = bn_param.get("mode")
     eps = bn_param.get("eps", 1e-5)
@@ -216,9 +227,9 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum <= 1:
         raise ValueError(f'bn_param["momentum"] must be a number in [0, 1]; got {momentum!r}')
     if "running_mean" not in bn_param:
-        bn_param["running_mean"] = xp.zeros(D, dtype=x.dtype, device=device(x))
+        bn_param["running_mean"] = xp.zeros(D, dtype=x.dtype, device=_device(x))
     if "running_var" not in bn_param:
-        bn_param["running_var"] = xp.ones(D, dtype=x.dtype, device=device(x))
+        bn_param["running_var"] = xp.ones(D, dtype=x.dtype, device=_device(x))
     if mode == "train":
         mu = xp.mean(x, axis=0)
         xc = x - mu
@@ -242,7 +253,7 @@ def batchnorm_backward(dout, cache):
     dgamma, dbeta : array, shape (D,)
     """
     xhat, xc, std, gamma = cache
-    xp = array_namespace(dout, xhat)
+    xp = namespace(dout, xhat)
     N = dout.shape[0]
     dbeta = xp.sum(dout, axis=0)
     dgamma = xp.sum(dout * xhat, axis=0)
@@ -264,7 +275,7 @@ def batchnorm_backward_alt(dout, cache):
     agrees with ``batchnorm_backward`` in fewer passes.
     """
     xhat, _, std, gamma = cache
-    xp = array_namespace(dout, xhat)
+    xp = namespace(dout, xhat)
     dbeta = xp.sum(dout, axis=0)
     dgamma = xp.sum(dout * xhat, axis=0)
     N = dout.shape[0]
@@ -297,7 +308,7 @@ def dropout_forward(x, dropout_param):
         raise ValueError(f'dropout_param["mode"] must be "train" or "test"; got {mode!r}')
     if mode == "test" or p == 0:
         return x, (mode, None)
-    xp = array_namespace(x)
+    xp = namespace(x)
     rng = dropout_param.get("rng")
     if rng is None:
         rng = Generator(dropout_param.get("seed"), like=x)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import math
 
-from . import backend as _backend
-from . import checks
+from . import backends, checks
 from .layers import (
     _affine_backward,
     affine_forward,
@@ -37,8 +36,8 @@ class FullyConnectedNet:
         matrix (never biases, gammas or betas). May be changed after construction.
     weight_scale : float
         Weights are drawn from N(0, weight_scale**2); biases start at zero.
-    dtype : {"float32", "float64"}
-        Parameters are kept, and inputs cast, in this dtype.
+    dtype : {"float32", "float64"} or a NumPy dtype
+        Parameters are kept, and inputs cast, in this dtype (``np.float64`` works too).
     seed : int, optional
         Seeds the weights and, outside a ``Solver``, fixes the dropout mask
         (as gradient checks need).
@@ -49,8 +48,12 @@ class FullyConnectedNet:
     ----------
     params : dict
         ``W1, b1, ..., WL, bL`` and ``gamma_i, beta_i``; weights have shape (in, out).
+    backend : anynet.backends.Backend
+        The array library and device the model computes on (``str(model.backend)`` is its name).
     bn_params : list of dict
         One per hidden layer with batch normalization, holding running statistics.
+    dropout_param : dict
+        The course's: ``{"mode": ..., "p": dropout}`` (and ``seed``) when the net drops units, else empty.
     rng : backend.Generator or None
         Draws dropout masks; the ``Solver`` sets it so resumed runs repeat exactly.
     """
@@ -80,11 +83,10 @@ class FullyConnectedNet:
         weight_scale = checks.real("weight_scale", weight_scale, 0.0, low_open=True)
         seed = checks.seed(seed)
         self.reg = checks.real("reg", reg, 0.0)
-        self.backend = _backend.get_backend() if backend is None else _backend.check_backend_name(backend)
-        self.xp = _backend.namespace(self.backend)
-        self.device = _backend.resolve_device(self.backend, device)
+        dtype = backends.dtype_name(dtype)
+        self.backend = backends.get(backend, device)
         self.dtype = dtype
-        self._dtype = _backend.dtype_of(self.xp, dtype)
+        self._dtype = self.backend.dtype(dtype)
         self.seed = seed
         self.config = {
             "hidden_dims": hidden_dims, "input_dim": input_dim, "num_classes": num_classes,
@@ -95,18 +97,34 @@ class FullyConnectedNet:
         self.use_batchnorm = use_batchnorm
         self.dropout = dropout
 
-        rng = _backend.Generator(seed, self.backend, self.device)
+        rng = self.backend.generator(seed)
         dims = [input_dim, *hidden_dims, num_classes]
+        xp, dt, dev = self.xp, self._dtype, self.device
         self.params = {}
         for i in range(1, self.num_layers + 1):
             d_in, d_out = dims[i - 1], dims[i]
             self.params[f"W{i}"] = rng.normal((d_in, d_out), weight_scale, dtype)
-            self.params[f"b{i}"] = self.xp.zeros(d_out, dtype=self._dtype, device=self.device)
+            self.params[f"b{i}"] = xp.zeros(d_out, dtype=dt, device=dev)
             if use_batchnorm and i < self.num_layers:
-                self.params[f"gamma{i}"] = self.xp.ones(d_out, dtype=self._dtype, device=self.device)
-                self.params[f"beta{i}"] = self.xp.zeros(d_out, dtype=self._dtype, device=self.device)
+                self.params[f"gamma{i}"] = xp.ones(d_out, dtype=dt, device=dev)
+                self.params[f"beta{i}"] = xp.zeros(d_out, dtype=dt, device=dev)
         self.bn_params = [{"mode": "train"} for _ in hidden_dims] if use_batchnorm else []
+        self.dropout_param = {}
+        if dropout > 0:
+            self.dropout_param = {"mode": "train", "p": dropout}
+            if seed is not None:
+                self.dropout_param["seed"] = seed
         self.rng = None
+
+    @property
+    def xp(self):
+        """The Array API namespace of the model's backend."""
+        return self.backend.xp
+
+    @property
+    def device(self):
+        """The device the parameters live on."""
+        return self.backend.device
 
     @property
     def input_dim(self):
@@ -115,7 +133,7 @@ class FullyConnectedNet:
 
     def _input(self, X):
         """Return ``X`` on the model's device and dtype, checking its shape."""
-        X = _backend.to_device(checks.checked_array("X", X), self.xp, self.device, self._dtype)
+        X = self.backend.to_device(checks.checked_array("X", X), self._dtype)
         D = math.prod(X.shape[1:])
         if X.ndim < 2 or D != self.input_dim or X.shape[0] == 0:
             raise ValueError(
@@ -130,17 +148,17 @@ class FullyConnectedNet:
         if y.ndim != 1 or y.shape[0] != N:
             raise ValueError(f"y must have shape ({N},) to match X; got shape {tuple(y.shape)}")
         checks.check_label_range("y", y, self.config["num_classes"])
-        return _backend.to_device(y, self.xp, self.device)
+        return self.backend.to_device(y)
 
     def _param(self, name):
         """The parameter ``name`` on the model's device; hand-assigned arrays are moved there."""
-        return _backend.to_device(self.params[name], self.xp, self.device, self._dtype)
+        return self.backend.to_device(self.params[name], self._dtype)
 
     def _dropout_rng(self):
         """The generator for dropout masks: the Solver's, else one fixed by ``seed``."""
         if self.rng is not None:
             return self.rng
-        return _backend.Generator(None if self.seed is None else (self.seed, 1), self.backend, self.device)
+        return self.backend.generator(None if self.seed is None else (self.seed, 1))
 
     def loss(self, X, y=None):
         """Scores, or loss and gradients.
@@ -160,34 +178,62 @@ class FullyConnectedNet:
         loss, grads : 0-d array and dict
             When ``y`` is given; ``grads`` is keyed like ``params``.
         """
-        xp = self.xp
         X = self._input(X)
-        mode = "test" if y is None else "train"
-        dropout_param = None
-        if self.dropout > 0:
-            dropout_param = {"p": self.dropout, "mode": mode}
-            if mode == "train":
-                dropout_param["rng"] = self._dropout_rng()
+        params = {name: self._param(name) for name in self.params}
+        dropout_param = self.dropout_param
+        if dropout_param:
+            dropout_param["mode"] = "test" if y is None else "train"
+            if y is not None:
+                dropout_param = {**dropout_param, "rng": self._dropout_rng()}
+        if y is None:
+            return self.scores(params, X, self.bn_params, dropout_param)
+        return self.loss_and_grads(params, X, self._labels(y, X.shape[0]), self.bn_params, dropout_param)
+
+    def scores(self, params, X, bn_params, dropout_param=None):
+        """Test-mode scores (N, C) of ``X`` (on the device, in the model's dtype) under ``params``.
+
+        A pure function of its arguments: what training and compiled
+        accuracy checks call, with no input checks and no host round trip.
+        """
+        return self._forward(params, X, bn_params, dropout_param, "test")[0]
+
+    def _forward(self, params, X, bn_params, dropout_param, mode):
         L = self.num_layers
+        if dropout_param:
+            dropout_param = {**dropout_param, "mode": mode}
         h, caches = X, []
         for i in range(1, L):
-            h, fc_cache = affine_forward(h, self._param(f"W{i}"), self._param(f"b{i}"))
+            h, fc_cache = affine_forward(h, params[f"W{i}"], params[f"b{i}"])
             bn_cache = drop_cache = None
             if self.use_batchnorm:
-                bn_param = self.bn_params[i - 1]
+                bn_param = bn_params[i - 1]
                 bn_param["mode"] = mode
-                h, bn_cache = batchnorm_forward(
-                    h, self._param(f"gamma{i}"), self._param(f"beta{i}"), bn_param
-                )
+                h, bn_cache = batchnorm_forward(h, params[f"gamma{i}"], params[f"beta{i}"], bn_param)
             h, relu_cache = relu_forward(h)
-            if dropout_param is not None:
+            if dropout_param:
                 h, drop_cache = dropout_forward(h, dropout_param)
             caches.append((fc_cache, bn_cache, relu_cache, drop_cache))
-        scores, fc_cache = affine_forward(h, self._param(f"W{L}"), self._param(f"b{L}"))
-        if y is None:
-            return scores
+        scores, fc_cache = affine_forward(h, params[f"W{L}"], params[f"b{L}"])
+        return scores, fc_cache, caches
 
-        loss, dout = softmax_loss(scores, self._labels(y, X.shape[0]))
+    def loss_and_grads(self, params, X, y, bn_params, dropout_param=None):
+        """Training-mode loss and gradients of ``params`` on a batch already on the device.
+
+        A pure function of its arguments but for what it writes into them:
+        the running statistics into the dicts of ``bn_params`` and the
+        dropout generator ``dropout_param["rng"]`` advanced. No input checks,
+        no Python branch on an array's value, no host round trip: a compiled
+        training step calls it while tracing.
+
+        Returns
+        -------
+        loss : 0-d array
+        grads : dict keyed like ``params``
+        """
+        xp = self.xp
+        L = self.num_layers
+        scores, fc_cache, caches = self._forward(params, X, bn_params, dropout_param, "train")
+        loss, dout = softmax_loss(scores, y)
         grads = {}
         for i in range(L, 0, -1):
             if i < L:
@@ -204,7 +250,7 @@ class FullyConnectedNet:
             # of w, and the terms of all layers scaled and added to the loss once.
             squares = None
             for i in range(1, L + 1):
-                w = self._param(f"W{i}")
+                w = params[f"W{i}"]
                 w_flat = xp.reshape(w, (-1,))
                 squares = w_flat @ w_flat if squares is None else squares + w_flat @ w_flat
                 grads[f"W{i}"] += self.reg * w  # in place on the gradient _affine_backward just made
@@ -220,7 +266,9 @@ class TwoLayerNet(FullyConnectedNet):
     """``affine - relu - affine - softmax``: a ``FullyConnectedNet`` with one hidden layer.
 
     ``hidden_dims`` is the width H of the one hidden layer; the other
-    parameters are those of ``FullyConnectedNet``.
+    parameters are those of ``FullyConnectedNet``, but ``dtype`` defaults to
+    float64: the course's modular TwoLayerNet has no dtype and computes in
+    NumPy's float64 (its FullyConnectedNet defaults to float32, as here).
     """
 
     def __init__(
@@ -231,7 +279,7 @@ class TwoLayerNet(FullyConnectedNet):
         dropout=0,
         weight_scale=1e-3,
         reg=0.0,
-        dtype="float32",
+        dtype="float64",
         seed=None,
         backend=None,
         device=None,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from numbers import Real
 
-from array_api_compat import array_namespace
+from .backends import namespace
 
 # name -> (low, high, low bound included); values must lie within.
 _BOUNDS = {
@@ -46,7 +46,8 @@ def _config(config, state=(), **defaults):
     config = {**defaults, **config}
     for name in defaults:
         value, bounds = config[name], _BOUNDS.get(name)
-        if bounds is None:
+        # A 0-d array is a compiled step's learning rate: its value was checked before training, not here.
+        if bounds is None or _is_array(value):
             continue
         low, high, closed = bounds
         ok = isinstance(value, Real) and not isinstance(value, bool)
@@ -59,12 +60,25 @@ def _config(config, state=(), **defaults):
 def _state(config, name, w):
     """The state array ``name`` of ``config``, zeros like ``w`` on first use."""
     value = config.get(name)
-    return array_namespace(w).zeros_like(w) if value is None else value
+    return namespace(w).zeros_like(w) if value is None else value
 
 
 def _hyper(config, *names):
-    """The hyperparameters ``names`` as Python floats, which keep the arrays' dtype (a NumPy float64 would not)."""
-    return [float(config[name]) for name in names]
+    """The hyperparameters ``names`` as Python floats, which keep the arrays' dtype (a NumPy float64 would not).
+
+    0-d arrays (a compiled step's learning rate) stay arrays: reading them would wait on the device.
+    """
+    return [config[name] if _is_array(config[name]) else float(config[name]) for name in names]
+
+
+def _is_array(value) -> bool:
+    """Whether a config value is an array (has a shape) rather than a Python or NumPy number."""
+    return hasattr(value, "shape") and not isinstance(value, Real)
+
+
+def _sqrt(x):
+    """Square root of a Python number or of a 0-d array (a compiled step's step count makes one)."""
+    return namespace(x).sqrt(x) if _is_array(x) else math.sqrt(x)
 
 
 def _add_to(step, w):
@@ -141,7 +155,7 @@ def rmsprop(w, dw, config=None):
     config: ``learning_rate`` (1e-2), ``decay_rate`` (0.99), ``epsilon`` (1e-8), state ``cache``.
     """
     config = _config(config, ("cache",), learning_rate=1e-2, decay_rate=0.99, epsilon=1e-8)
-    xp = array_namespace(w, dw)
+    xp = namespace(w, dw)
     lr, rho, eps = _hyper(config, "learning_rate", "decay_rate", "epsilon")
     cache = _running_mean(_state(config, "cache", w), dw * dw, rho, fresh=True)
     config["cache"] = cache
@@ -159,7 +173,7 @@ def adam(w, dw, config=None):
     ``epsilon`` (1e-8), state ``m``, ``v`` and the step count ``t`` (0).
     """
     config = _config(config, ("m", "v", "t"), learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8)
-    xp = array_namespace(w, dw)
+    xp = namespace(w, dw)
     lr, b1, b2, eps = _hyper(config, "learning_rate", "beta1", "beta2", "epsilon")
     t = config.get("t", 0) + 1
     m = _running_mean(_state(config, "m", w), dw, b1)
@@ -167,7 +181,7 @@ def adam(w, dw, config=None):
     config.update(m=m, v=v, t=t)
     # lr * m_hat / (sqrt(v_hat) + eps) with the bias corrections folded into two
     # scalars: lr * sqrt(c2) / c1 * m / (sqrt(v) + eps * sqrt(c2)); no m_hat, v_hat arrays.
-    root_c2 = math.sqrt(1.0 - b2**t)
+    root_c2 = _sqrt(1.0 - b2**t)
     step = xp.sqrt(v)
     step += eps * root_c2
     step = m / step
@@ -178,3 +192,7 @@ def adam(w, dw, config=None):
 UPDATE_RULES = {
     rule.__name__: rule for rule in (sgd, sgd_momentum, nesterov_momentum, rmsprop, adam)
 }
+# The state each rule keeps: arrays shaped like the parameter, and counters.
+STATE = {"sgd": (), "sgd_momentum": ("velocity",), "nesterov_momentum": ("velocity",), "rmsprop": ("cache",),
+         "adam": ("m", "v", "t")}
+COUNTERS = ("t",)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import time
 
 from . import backend as _backend
 from . import blocks, checks, flat, optim
+from .step import TrainStep
 
 _DEFAULTS = {
     "update_rule": "sgd",
@@ -23,6 +25,7 @@ _DEFAULTS = {
     "verbose": True,
     "seed": None,
     "callback": None,
+    "compile": "auto",
 }
 _SPLITS = ("X_train", "y_train", "X_val", "y_val")
 
@@ -66,6 +69,13 @@ class Solver:
         Called as ``callback(solver, event)`` after each iteration
         (``event == "iteration"``) and after each epoch's bookkeeping
         (``event == "epoch"``).
+    compile : "auto", True or False
+        Run each training step (and the accuracy checks) as one compiled
+        function: ``jax.jit`` on jax, ``torch.compile`` on torch
+        (``anynet.step``). ``"auto"`` compiles where it measured faster
+        (``Backend.compile_pays``); True raises ``ValueError`` where the
+        backend, the model or the update rule cannot be compiled (a rule of
+        your own, say). A run compiles once per model and batch shape.
 
     Attributes
     ----------
@@ -80,6 +90,10 @@ class Solver:
     best_params : dict
         Copies of the parameters that gave ``best_val_acc``; put into the model
         when ``train`` ends.
+    compiled : bool
+        Whether steps run compiled (see ``compile``).
+    compile_seconds : float
+        Wall time spent compiling (the first calls of each compiled function), apart from training.
     """
 
     def __init__(self, model, data, **kwargs):
@@ -116,6 +130,10 @@ class Solver:
         if self.callback is not None and not callable(self.callback):
             raise TypeError(f"callback must be callable(solver, event) or None; got {self.callback!r}")
         self.metadata = {}
+        self.compiled = self._wants_compile(opts["compile"], opts["update_rule"])
+        self.compile_seconds = 0.0
+        self._train_step = None  # the pure step (anynet.step) when compiled
+        self._optim_state = None  # the compiled step's optimizer state; None when optim_configs is current
 
         # The rules of anynet.optim are elementwise, so a parameter's update can be cut up or glued to
         # others' and the numbers stay those of one call per parameter. On a GPU, all parameters are
@@ -137,6 +155,24 @@ class Solver:
         if self.num_iterations is None:
             self.num_iterations = self.num_epochs * self.iterations_per_epoch
         self._reset()
+
+    def _wants_compile(self, compile, update_rule):
+        """Whether to compile the step: ``compile`` checked against what the backend, model and rule allow."""
+        if compile not in ("auto", True, False):
+            raise ValueError(f'compile must be "auto", True or False; got {compile!r}')
+        backend = getattr(self.model, "backend", None)
+        why = None
+        if not getattr(backend, "can_compile", False):
+            why = f"the {backend} backend runs steps eagerly"
+        elif not hasattr(self.model, "loss_and_grads"):
+            why = f"{type(self.model).__name__} has no pure loss_and_grads"
+        elif not isinstance(update_rule, str):
+            why = "only the update rules of anynet.optim (given by name) are compiled"
+        if compile is True and why is not None:
+            raise ValueError(f"compile=True cannot be honoured: {why}")
+        if why is not None or compile is False:
+            return False
+        return compile is True or backend.compile_pays()
 
     @staticmethod
     def _rule(update_rule):
@@ -216,9 +252,14 @@ class Solver:
         self._y_order = _backend.take_rows(self.y_train, self._order)
         self._rng = self.model.rng = rng
         self._drawn = (self.seed, epoch)
+        if self.compiled:
+            self._rng_state = self.model.backend.rng_state((self.seed, epoch))
 
     def _unmerge(self):
-        """Turn merged or blocked state back into per-parameter configs, by the layout it was made in."""
+        """Turn merged, blocked or compiled state back into per-parameter configs, by the layout it was made in."""
+        if self._optim_state is not None:
+            self._optim_configs = self._train_step.join_configs(self._optim_state)
+            self._optim_state = None
         if self._flat_config is not None:
             self._optim_configs = flat.unflatten_config(self._flat_config, self._flat[0])
             self._flat_config = None
@@ -237,11 +278,43 @@ class Solver:
         self._optim_configs = configs
         self._flat_config = None
         self._blocks = {}
+        self._optim_state = None
+
+    def _compiled(self, fn, *args):
+        """``fn(*args)`` of the compiled step; the time of a call that compiled counts as compile time."""
+        backend = self.model.backend
+        count = backend.compile_count()
+        start = time.perf_counter()
+        out = fn(*args)
+        if backend.compile_count() != count:
+            backend.synchronize()  # once per compilation, never in the steady loop
+            self.compile_seconds += time.perf_counter() - start
+        return out
+
+    def _pure_step(self, batch):
+        """One minibatch update through the pure (compiled) step of ``anynet.step``."""
+        model, ts = self.model, self._train_step
+        if ts is None:
+            ts = self._train_step = TrainStep(model, self.update_rule.__name__, compile=True)
+        if self._optim_state is None:
+            self._unmerge()
+            self._optim_state = ts.split_configs(self._optim_configs, model.params)
+        params, self._optim_state, bn_state, self._rng_state, loss = self._compiled(
+            ts.step, dict(model.params), self._optim_state, ts.bn_state(), self._rng_state,
+            self.X_train, self.y_train, self._order[batch],
+        )
+        model.params.update(params)
+        for bn, (mean, var) in zip(model.bn_params, bn_state, strict=True):
+            bn["running_mean"], bn["running_var"] = mean, var
+        self.last_loss = loss
+        self._pending_losses.append(loss)
 
     def _step(self):
         """One minibatch update; never waits on the device."""
         k = self.t % self.iterations_per_epoch
         batch = slice(k * self.batch_size, (k + 1) * self.batch_size)
+        if self.compiled:
+            return self._pure_step(batch)
         X_batch = _backend.take_rows(self.X_train, self._order[batch])
         y_batch = self._y_order[batch]
         loss, grads = self.model.loss(X_batch, y_batch)
@@ -354,11 +427,18 @@ class Solver:
             rng = _backend.Generator((self.seed, self.epoch, self.t), model.backend, model.device)
             idx = rng.sample(N, num_samples)  # not a permutation of all N: 20x less host time at N = 49,000
             X, y, N = _backend.take_rows(X, idx), _backend.take_rows(y, idx), num_samples
-        correct = xp.zeros((), dtype=xp.int64, device=model.device)
+        correct = xp.zeros((), dtype=y.dtype, device=model.device)
+        if self._train_step is not None:  # compiled: the forward pass of each chunk is one call
+            ts = self._train_step
+            params, bn_state = dict(model.params), ts.bn_state()
+            for start in range(0, N, batch_size):
+                stop = min(start + batch_size, N)
+                correct = correct + self._compiled(ts.count, params, bn_state, X[start:stop, ...], y[start:stop])
+            return int(correct) / N
         for start in range(0, N, batch_size):
             stop = min(start + batch_size, N)
             pred = model.predict(X[start:stop, ...])
-            correct = correct + xp.sum(xp.astype(pred == y[start:stop], xp.int64))
+            correct = correct + xp.sum(xp.astype(pred == y[start:stop], y.dtype))
         return int(correct) / N
 
     def _record_accuracy(self):

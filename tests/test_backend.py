@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import anynet
-from anynet import backend
+from anynet import backend, backends
 
 
 def test_numpy_and_strict_always_available():
@@ -23,22 +23,22 @@ def test_every_public_name_loads_on_first_use():
 
 
 def test_unknown_backend_lists_valid_names():
-    with pytest.raises(ValueError, match="numpy, cupy, torch, array_api_strict"):
-        anynet.set_backend("jax")
+    with pytest.raises(ValueError, match="numpy, cupy, torch, array_api_strict, jax"):
+        anynet.set_backend("tensorflow")
     with pytest.raises(ValueError, match="backend must be one of"):
         anynet.TwoLayerNet(backend="tensorflow")
 
 
 def test_set_backend_changes_default(monkeypatch):
-    monkeypatch.setattr(backend, "_default", None)
+    monkeypatch.setattr(backends, "_default", None)
     assert anynet.get_backend() == "numpy"
     anynet.set_backend("array_api_strict")
     assert anynet.get_backend() == "array_api_strict"
-    assert anynet.TwoLayerNet(hidden_dims=4, input_dim=3).backend == "array_api_strict"
+    assert anynet.TwoLayerNet(hidden_dims=4, input_dim=3).backend.name == "array_api_strict"
 
 
 def test_environment_variable_chooses_default(monkeypatch):
-    monkeypatch.setattr(backend, "_default", None)
+    monkeypatch.setattr(backends, "_default", None)
     monkeypatch.setenv("ANYNET_BACKEND", "array_api_strict")
     assert anynet.get_backend() == "array_api_strict"
     monkeypatch.setenv("ANYNET_BACKEND", "nope")
@@ -47,7 +47,9 @@ def test_environment_variable_chooses_default(monkeypatch):
 
 
 def test_unavailable_backend_names_install_command(monkeypatch):
-    monkeypatch.setattr(backend, "_why_unavailable", lambda name: f"needs {backend._INSTALL[name]}")
+    from anynet.backends.cupy import CupyBackend
+
+    monkeypatch.setattr(CupyBackend, "why_unavailable", classmethod(lambda cls: f"needs {cls.install}"))
     with pytest.raises(anynet.BackendUnavailableError, match=r'pip install "anynet\[cuda12\]"'):
         anynet.set_backend("cupy")
 

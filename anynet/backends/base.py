@@ -1,0 +1,285 @@
+"""The generic backend: what the Array API standard leaves out, written once for any conforming library.
+
+A ``Backend`` is one array library on one device. It turns host (NumPy)
+arrays into device arrays and back, synchronizes, gathers minibatches, draws
+random numbers, and owns the two fast paths a library may override: how an
+optimizer updates the parameters (``optimizer``) and how a training step is
+compiled (``compile``). The subclasses, one module per library beside this
+one, override only what their library does better or differently.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Sequence
+
+import array_api_compat
+import numpy as np
+
+DTYPES = ("float32", "float64")
+
+
+class BackendUnavailableError(RuntimeError):
+    """A known backend that cannot run on this machine."""
+
+
+def dtype_name(dtype) -> str:
+    """``"float32"`` or ``"float64"`` for a dtype given as a string, a NumPy dtype or type, or any library's dtype.
+
+    The course writes ``dtype=np.float64``; anynet's own code writes ``"float64"``.
+    """
+    name = dtype if isinstance(dtype, str) else getattr(dtype, "name", None)
+    if not isinstance(name, str):  # np.float64 (a type), torch.float64, jnp.float64
+        name = getattr(dtype, "__name__", None) or str(dtype)
+    name = name.rpartition(".")[2]
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (a string or a NumPy dtype); got {dtype!r}")
+    return name
+
+
+def seed_sequence(seed) -> np.random.SeedSequence:
+    """A SeedSequence for ``seed`` (None, an int, or a sequence of ints)."""
+    if seed is not None and not isinstance(seed, (int, np.integer, Sequence)):
+        raise TypeError(f"seed must be None, an int or a sequence of ints; got {seed!r}")
+    return np.random.SeedSequence(seed)
+
+
+# The counter-based generator of ``Backend.uniform``: Mueller's 32-bit integer hash, each product of a value below
+# 2**32 with a multiplier below 2**31 kept exact in int64, so every library computes the same bits.
+_MASK = 0xFFFFFFFF
+_MULT = 0x45D9F3B
+
+
+def _mix(x):
+    """One round of the hash, on int64 values in [0, 2**32)."""
+    x = ((x >> 16) ^ x) * _MULT & _MASK
+    x = ((x >> 16) ^ x) * _MULT & _MASK
+    return (x >> 16) ^ x
+
+
+class Backend:
+    """One array library on one device.
+
+    Parameters
+    ----------
+    device : optional
+        A device of this library (see ``resolve_device``); None picks its default.
+
+    Attributes
+    ----------
+    name : str
+        The name users pass as ``backend=``.
+    xp : namespace
+        The library's Array API namespace.
+    device
+        The device arrays live on.
+    """
+
+    name = ""
+    package = ""  # what must import for the backend to run
+    namespace_module = ""  # the Array API namespace (array-api-compat's wrapper where the library needs one)
+    install = ""  # the command that installs what is missing
+    can_compile = False  # whether ``compile`` returns a compiled step
+
+    def __init__(self, device=None):
+        why = self.why_unavailable()
+        if why is not None:
+            raise BackendUnavailableError(why)
+        self.xp = importlib.import_module(self.namespace_module)
+        try:
+            self.device = self.resolve_device(device)
+        except BackendUnavailableError:
+            raise
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise ValueError(f"device {device!r} is not a device of the {self.name} backend") from exc
+        self._array_type = type(self.xp.empty(0, device=self.device))
+
+    def __repr__(self):
+        return f"{type(self).__name__}(device={self.device!r})"
+
+    def __str__(self):
+        return self.name
+
+    # What the library needs and where it computes.
+
+    @classmethod
+    def why_unavailable(cls) -> str | None:
+        """Why this backend cannot run here (with the install command), or None when it can."""
+        try:
+            importlib.import_module(cls.package)
+        except ImportError:
+            return f"the {cls.name} backend needs the package {cls.package!r}: {cls.install}"
+        return None
+
+    def resolve_device(self, device):
+        """The device object ``device`` names; None picks the default. Raises ValueError for others."""
+        if device is None or device == "cpu":
+            return self.xp.asarray(0).device
+        return device if isinstance(device, self.xp.Device) else self.xp.Device(device)
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether arrays live on a GPU, where each operation costs a launch of fixed host time."""
+        return False
+
+    # Dtypes and moves between host and device.
+
+    def dtype(self, dtype):
+        """The library's floating dtype for ``dtype`` (a name, a NumPy dtype, ...)."""
+        return getattr(self.xp, dtype_name(dtype))
+
+    def asarray(self, host, dtype=None):
+        """A host (NumPy) array as an array of this backend on its device."""
+        return self.xp.asarray(host, dtype=dtype, device=self.device)
+
+    def owns(self, x) -> bool:
+        """Whether ``x`` is already an array of this backend on its device."""
+        return type(x) is self._array_type and x.device == self.device
+
+    def to_device(self, x, dtype=None):
+        """``x`` (any backend's array, or host data) as an array of this backend on its device, in ``dtype``.
+
+        No copy when ``x`` is already there in that dtype; otherwise one
+        transfer, through the host when ``x`` lives on another library.
+        """
+        if self.owns(x) and (dtype is None or x.dtype == dtype):
+            return x  # the common case, told in three attribute reads
+        try:
+            same = array_api_compat.array_namespace(x) is self.xp
+        except TypeError:
+            same = False
+        if same:
+            if array_api_compat.device(x) != self.device:
+                x = array_api_compat.to_device(x, self.device)
+            return x if dtype is None or x.dtype == dtype else self.xp.astype(x, dtype)
+        from . import to_numpy
+
+        host = to_numpy(x)
+        if host.dtype == object:
+            raise TypeError(f"expected a numeric array; got {type(x).__name__} of objects")
+        return self.asarray(host, dtype=dtype)
+
+    def to_numpy(self, x) -> np.ndarray:
+        """Copy ``x``, an array of this library, to the host."""
+        return np.from_dlpack(x.to_device(self.xp.asarray(0).device))
+
+    def synchronize(self):
+        """Wait until the device has finished all work queued so far (nothing to wait for on a CPU)."""
+
+    # Work the standard spells in several operations.
+
+    def take_rows(self, x, indices):
+        """``take(x, indices, axis=0)`` for non-negative ``indices``."""
+        return self.xp.take(x, indices, axis=0)
+
+    # Random numbers.
+
+    def generator(self, seed=None):
+        """A seeded ``Generator`` drawing arrays of this backend."""
+        return Generator(self, seed)
+
+    def device_rng(self, seed: int):
+        """This library's own generator for per-iteration draws (``Generator.uniform``); NumPy's by default."""
+        return np.random.default_rng(seed)
+
+    def device_uniform(self, rng, shape, dtype):
+        """Draw U[0, 1) of ``shape`` and ``dtype`` (a name) with ``rng`` from ``device_rng``."""
+        return self.asarray(rng.random(shape, dtype=np.dtype(dtype)))
+
+    def rng_state(self, seed):
+        """The state of the counter-based generator that a pure training step carries (see ``uniform``)."""
+        words = seed_sequence(seed).generate_state(1)
+        return {"key": self.xp.asarray(int(words[0]), dtype=self.xp.int64, device=self.device),
+                "counter": self.xp.zeros((), dtype=self.xp.int64, device=self.device)}
+
+    def uniform(self, state, shape, dtype):
+        """Draw U[0, 1) from the carried ``state``; return ``(values, next_state)``.
+
+        A counter-based generator: value i of the draw is a hash of (key,
+        counter + i), so the draw is a pure function of its state, and the
+        same state gives the same numbers on every library and in compiled
+        steps. 24 random bits per value.
+        """
+        xp = self.xp
+        n = math.prod(shape)
+        i = xp.arange(n, dtype=xp.int64, device=self.device) + state["counter"]
+        bits = _mix(_mix(i & _MASK) ^ state["key"])
+        values = xp.astype(bits >> 8, dtype) * (2.0**-24)
+        return xp.reshape(values, tuple(shape)), {"key": state["key"], "counter": state["counter"] + n}
+
+    # Fast paths.
+
+    def optimizer(self, rule, config, params):
+        """An ``Optimizer`` of ``rule`` over ``params``; the generic one updates each parameter in turn."""
+        from ..optimizers import Optimizer
+
+        return Optimizer(rule, config, params)
+
+    def compile(self, step, donate=()):
+        """``step`` compiled by this library, or None where it runs eagerly.
+
+        ``donate`` names the positional arguments whose buffers the compiled
+        step may reuse for its results.
+        """
+        return None
+
+    def compile_pays(self) -> bool:
+        """Whether ``Solver(compile="auto")`` compiles: where compiled steps measured faster than eager ones."""
+        return self.can_compile
+
+    def compile_count(self) -> int | None:
+        """How many compilations this process has made (None where this library does not tell)."""
+        return None
+
+
+class Generator:
+    """A seeded random generator producing arrays of one backend on one device.
+
+    Weights and permutations are drawn on the host with NumPy and moved once, so
+    the same seed gives the same initial weights and the same minibatch order on
+    every backend. Per-iteration randomness (``uniform``) is drawn on the device
+    by the backend's own generator, so the hot loop never crosses to the host.
+    """
+
+    def __init__(self, backend: Backend, seed=None):
+        self.backend = backend
+        self.seed = seed
+        host_seq, device_seq = seed_sequence(seed).spawn(2)
+        self._host = np.random.default_rng(host_seq)
+        self._device_seed = int(device_seq.generate_state(1, np.uint64)[0] >> 1)
+        self._device_rng = None
+
+    @property
+    def xp(self):
+        return self.backend.xp
+
+    @property
+    def device(self):
+        return self.backend.device
+
+    def _put(self, host: np.ndarray):
+        return self.backend.asarray(host)
+
+    def normal(self, shape, scale=1.0, dtype="float32"):
+        """Draw from N(0, scale**2), drawn on the host in float64 then cast."""
+        x = self._host.standard_normal(shape) * scale
+        return self._put(x.astype(dtype_name(dtype)))
+
+    def integers(self, high, shape):
+        """Draw int64 integers uniformly from [0, high)."""
+        return self._put(self._host.integers(0, high, size=shape, dtype=np.int64))
+
+    def permutation(self, n):
+        """Return a random permutation of ``range(n)`` as an int64 array."""
+        return self._put(self._host.permutation(n).astype(np.int64))
+
+    def sample(self, n, k):
+        """Return ``k`` distinct integers from ``range(n)`` in random order, as an int64 array."""
+        return self._put(self._host.choice(n, k, replace=False).astype(np.int64))
+
+    def uniform(self, shape, dtype="float32"):
+        """Draw from U[0, 1) on the device, without a host round trip."""
+        if self._device_rng is None:  # created on first use: CuPy's takes milliseconds to set up
+            self._device_rng = self.backend.device_rng(self._device_seed)
+        return self.backend.device_uniform(self._device_rng, tuple(shape), dtype_name(dtype))

@@ -1,0 +1,75 @@
+"""PyTorch: tensors on the CPU or a CUDA GPU; training steps compiled by ``torch.compile``."""
+
+from __future__ import annotations
+
+import importlib
+
+from .base import Backend
+
+
+class TorchBackend(Backend):
+    """PyTorch tensors; ``device`` is ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (default: cuda when visible)."""
+
+    name = "torch"
+    package = "torch"
+    namespace_module = "array_api_compat.torch"
+    install = 'pip install "anynet[torch]"'
+    can_compile = True
+
+    def __init__(self, device=None):
+        self.torch = importlib.import_module("torch")
+        super().__init__(device)
+
+    def resolve_device(self, device):
+        torch = self.torch
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            from .base import BackendUnavailableError
+
+            raise BackendUnavailableError(f"torch device {str(device)!r} needs a CUDA GPU; none is visible")
+        if device.type == "cuda" and device.index is None:
+            # Tensors report "cuda:0", never "cuda": name the index so device checks compare equal.
+            device = torch.device("cuda", torch.cuda.current_device())
+        return device
+
+    @property
+    def on_gpu(self):
+        return self.device.type == "cuda"
+
+    def owns(self, x):
+        return isinstance(x, self.torch.Tensor) and x.device == self.device
+
+    def to_numpy(self, x):
+        return x.detach().cpu().numpy()
+
+    def synchronize(self):
+        if self.on_gpu:
+            self.torch.cuda.synchronize(self.device)
+
+    def take_rows(self, x, indices):
+        # array-api-compat's take first maps negative indices: three more launches on a GPU for indices that
+        # are never negative.
+        return self.torch.index_select(x, 0, indices)
+
+    def device_rng(self, seed):
+        rng = self.torch.Generator(device=self.device)
+        rng.manual_seed(seed)
+        return rng
+
+    def device_uniform(self, rng, shape, dtype):
+        return self.torch.rand(shape, generator=rng, device=self.device, dtype=getattr(self.torch, dtype))
+
+    def compile(self, step, donate=()):
+        """``torch.compile`` of the whole step as one graph (a graph break is an error, not a silent split)."""
+        from . import compiled_call
+
+        # On a GPU, CUDA graphs ("reduce-overhead") replay the step's launches as one.
+        mode = "reduce-overhead" if self.on_gpu else None
+        return compiled_call(self.torch.compile(step, fullgraph=True, dynamic=False, mode=mode))
+
+    def compile_count(self):
+        from torch._dynamo.utils import counters
+
+        return counters["stats"]["unique_graphs"]

@@ -1,0 +1,147 @@
+"""The training step as one pure function of its state, which backends that can compile it do.
+
+``TrainStep`` builds ``step(params, optim_state, bn_state, rng_state, X_train,
+y_train, idx) -> (params, optim_state, bn_state, rng_state, loss)``: it
+gathers the minibatch ``idx`` from the training set on the device, runs the
+model's forward and backward pass and the update rule, and returns the new
+state. Nothing in it branches on an array's value, reads an array on the host,
+or changes an argument in place, so ``jax.jit`` and ``torch.compile`` trace it
+whole, once per model and batch shape. The state is kept as arrays only:
+
+- ``optim_state``: per parameter, the rule's state arrays and, as 0-d arrays,
+  the learning rate and step count (Python numbers there would be baked into
+  the compiled step, and a decayed learning rate would compile it again);
+- ``bn_state``: per batch normalization layer, (running mean, running variance);
+- ``rng_state``: the backend's counter- or key-based generator (``Backend.uniform``).
+"""
+
+from __future__ import annotations
+
+from . import optim
+
+
+class _Draws:
+    """Dropout's generator inside a step: ``uniform`` draws from carried state and advances it."""
+
+    def __init__(self, backend, state):
+        self.backend, self.state = backend, state
+
+    def uniform(self, shape, dtype="float32"):
+        values, self.state = self.backend.uniform(self.state, tuple(shape), self.backend.dtype(dtype))
+        return values
+
+
+class TrainStep:
+    """The pure step of one model and update rule, with the conversions from and to the Solver's state.
+
+    Parameters
+    ----------
+    model : FullyConnectedNet or TwoLayerNet
+        Has ``backend``, ``loss_and_grads``, ``scores``, ``bn_params`` and ``dropout_param``.
+    rule_name : str
+        A name in ``anynet.optim.UPDATE_RULES``.
+    compile : bool
+        Compile the step (and the accuracy count) with the backend's compiler.
+    """
+
+    def __init__(self, model, rule_name, compile):
+        self.model = model
+        self.backend = backend = model.backend
+        self.rule = optim.UPDATE_RULES[rule_name]
+        self.state_keys = optim.STATE[rule_name]
+        # Batch normalization's hyperparameters are constants of the step; its statistics are state.
+        self.bn_hyper = [{k: v for k, v in bn.items() if k in ("eps", "momentum")} for bn in model.bn_params]
+        self.compiled = compile
+        # Parameters and optimizer state are replaced by the step's results: their buffers may be reused.
+        self.step = backend.compile(self._step, donate=(0, 1)) if compile else self._step
+        self.count = backend.compile(self._count) if compile else self._count
+
+    def _step(self, params, optim_state, bn_state, rng_state, X_train, y_train, idx):
+        backend, model = self.backend, self.model
+        X = backend.take_rows(X_train, idx)
+        y = backend.take_rows(y_train, idx)
+        bn_params = [
+            {**hyper, "mode": "train", "running_mean": mean, "running_var": var}
+            for hyper, (mean, var) in zip(self.bn_hyper, bn_state, strict=True)
+        ]
+        draws = _Draws(backend, rng_state)
+        dropout_param = {**model.dropout_param, "rng": draws} if model.dropout_param else None
+        loss, grads = model.loss_and_grads(params, X, y, bn_params, dropout_param)
+        next_params, next_state = {}, {}
+        for p, w in params.items():
+            next_params[p], config = self.rule(w, grads[p], {**self.hyper[p], **optim_state[p]})
+            next_state[p] = {k: config[k] for k in optim_state[p]}
+        next_bn = [(bn["running_mean"], bn["running_var"]) for bn in bn_params]
+        return next_params, next_state, next_bn, draws.state, loss
+
+    def _count(self, params, bn_state, X, y):
+        """How many of ``X`` the model labels as ``y``: a 0-d int array on the device."""
+        xp = self.backend.xp
+        bn_params = [
+            {**hyper, "mode": "test", "running_mean": mean, "running_var": var}
+            for hyper, (mean, var) in zip(self.bn_hyper, bn_state, strict=True)
+        ]
+        scores = self.model.scores(params, X, bn_params)
+        # Counted in y's integer type: JAX's 32-bit mode has no int64.
+        return xp.sum(xp.astype(xp.argmax(scores, axis=1) == y, y.dtype))
+
+    # Conversions between the Solver's per-parameter configs (the course's form) and the step's state.
+
+    def split_configs(self, configs, params):
+        """``(hyper, optim_state)`` of per-parameter ``configs``: constants and arrays.
+
+        The rule's missing state starts as zeros, so the step's state has
+        the same arrays from the first step on (no second compilation).
+        """
+        backend, xp = self.backend, self.backend.xp
+        self.hyper, state = {}, {}
+        for p, config in configs.items():
+            w = params[p]
+            hyper = {k: v for k, v in config.items() if k not in self.state_keys and k != "learning_rate"}
+            arrays = {"learning_rate": xp.asarray(float(config.get("learning_rate", 1e-2)), dtype=w.dtype,
+                                                  device=backend.device)}
+            for key in self.state_keys:
+                value = config.get(key)
+                if key in optim.COUNTERS:
+                    value = xp.asarray(float(value or 0), dtype=w.dtype, device=backend.device)
+                elif value is None:
+                    value = xp.zeros_like(w)
+                arrays[key] = value
+            self.hyper[p], state[p] = hyper, arrays
+        return state
+
+    def join_configs(self, optim_state):
+        """Per-parameter configs of the step's state, in the course's form (reads the scalars on the host)."""
+        configs = {}
+        for p, arrays in optim_state.items():
+            config = dict(self.hyper[p])
+            for key, value in arrays.items():
+                if key in optim.COUNTERS:
+                    config[key] = int(float(value))
+                elif key == "learning_rate":
+                    config[key] = float(value)
+                else:
+                    config[key] = value
+            configs[p] = config
+        return configs
+
+    def bn_state(self):
+        """The model's running statistics as the step's ``bn_state`` (created as the layer would on first use)."""
+        xp, model = self.backend.xp, self.model
+        state = []
+        for bn, p in zip(model.bn_params, _bn_widths(model), strict=True):
+            w = model.params[p]
+            mean = bn.get("running_mean")
+            var = bn.get("running_var")
+            if mean is None:
+                mean = xp.zeros(w.shape, dtype=w.dtype, device=self.backend.device)
+            if var is None:
+                var = xp.ones(w.shape, dtype=w.dtype, device=self.backend.device)
+            state.append((mean, var))
+        return state
+
+
+def _bn_widths(model):
+    """The parameter whose shape each batch normalization layer's statistics take (its beta)."""
+    return [f"beta{i}" for i in range(1, len(model.bn_params) + 1)]
+
