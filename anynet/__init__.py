@@ -13,7 +13,18 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+
+def _installed_version() -> str:
+    """The version of the installed distribution (pyproject.toml's, the one source); "0+unknown" without one."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("anynet")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+__version__ = _installed_version()
 
 # public name -> the module that defines it
 _HOME = {

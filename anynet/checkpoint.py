@@ -46,20 +46,70 @@ def save_npz(path, arrays, meta):
         ) from exc
 
 
-def load_npz(path):
-    """Read a checkpoint written by ``save_npz``; return ``(arrays, meta)`` with NumPy arrays."""
+def describe_file(path):
+    """What ``path`` looks like, in a few words, for messages about a file that is not a checkpoint."""
     path = Path(path)
+    if path.is_dir():
+        return "a folder"
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if not head:
+        return "empty"
+    if head.startswith(b"PK"):
+        return "a zip archive that is truncated or damaged" if not zipfile.is_zipfile(path) else "a zip archive"
+    if head.startswith(b"\x93NUMPY"):
+        return "a single NumPy array (.npy)"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "a JSON file"
+    if head[:1] == b"\x80":
+        return "a pickle"
+    return "neither a zip archive nor a NumPy file"
+
+
+def load_npz(path):
+    """Read a checkpoint written by ``save_npz``; return ``(arrays, meta)`` with NumPy arrays.
+
+    Raises
+    ------
+    CheckpointError
+        If ``path`` does not exist or is not an anynet checkpoint; the
+        message names the file and says what it is instead (a folder, a JSON
+        file, a truncated archive, a ``.npz`` another program wrote...).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        inside = path / "checkpoint.npz"
+        hint = f"; did you mean {inside}?" if inside.is_file() else ""
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file{hint}")
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not hasattr(z, "files"):  # a .npy file gives its array
+            raise CheckpointError(f"{path} is not an anynet checkpoint: it is {describe_file(path)}")
+        with z:
+            if "__meta__" not in z.files:
+                raise CheckpointError(f"{path} is a .npz file that anynet did not write (no __meta__ entry)")
             arrays = {name: z[name] for name in z.files}
         meta = json.loads(arrays.pop("__meta__").tobytes().decode())
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except CheckpointError:
+        raise
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"checkpoint {path} is not a readable anynet checkpoint ({exc})") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path} has format {meta.get('format')!r}; expected {FORMAT!r}")
+        what = describe_file(path)
+        detail = f" ({exc})" if what == "a zip archive" else ""  # inside a whole archive: say what failed
+        raise CheckpointError(f"{path} is not a readable anynet checkpoint: it is {what}{detail}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"checkpoint {path} has format {found!r}; expected {FORMAT!r}")
     return arrays, meta
+
+
+def is_training_checkpoint(meta):
+    """Whether checkpoint metadata ``meta`` (from ``load_npz``) holds a Solver's state, not a model alone."""
+    return isinstance(meta.get("solver"), dict) and isinstance(meta.get("optim"), dict)
 
 
 def _group(arrays, prefix):
@@ -176,6 +226,11 @@ def _set_params(model, params, path):
 def restore_solver(solver, path):
     """Restore ``solver`` (and its model) to the state saved at ``path``."""
     arrays, meta = load_npz(path)
+    if not is_training_checkpoint(meta):
+        raise CheckpointError(
+            f"{path} is a saved model, not a training checkpoint: it holds no optimizer state or position "
+            "to resume from (anynet train writes those to checkpoint.npz)"
+        )
     model = solver.model
     if meta.get("model") != type(model).__name__ or meta.get("model_config") != getattr(model, "config", {}):
         raise CheckpointError(

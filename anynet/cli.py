@@ -3,14 +3,18 @@
 Each entry of ``COMMANDS`` names a function ``add_parser(subparsers)`` that
 adds one subcommand and sets ``run=callable(args) -> exit code`` as its
 default; it is imported only when the command line is parsed. Errors the
-user can fix (bad flags or values, missing files) print one line on stderr
-and exit with code 2, without a traceback.
+user can fix (bad flags or values, missing files or packages) print one
+line on stderr and exit with code 2, without a traceback. No flag is taken
+by a prefix of its name (``--lr`` is an alias of ``--learning-rate``, not a
+guess). ``$ANYNET_BACKEND`` and ``$ANYNET_DEVICE`` stand for ``--backend``
+and ``--device`` when those are not given.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 import zipfile
@@ -23,7 +27,17 @@ COMMANDS = {
     "train": "anynet.cli:add_train_parser",
     "evaluate": "anynet.cli:add_evaluate_parser",
     "sweep": "anynet.sweep:add_parser",
-    "bench": "anynet.bench:add_parser",
+    "bench": "anynet.cli:add_bench_parser",
+    "info": "anynet.cli:add_info_parser",
+}
+# Environment variables that stand for a flag of every subcommand that has it (the flag wins).
+ENVIRONMENT = {"backend": "ANYNET_BACKEND", "device": "ANYNET_DEVICE"}
+# Optional packages -> the extra that installs them and what needs them.
+EXTRAS = {
+    "dask": ("sweep", "anynet sweep needs Dask"),
+    "distributed": ("sweep", "anynet sweep needs Dask's distributed scheduler"),
+    "optuna": ("sweep", "this sweep needs Optuna"),
+    "tensorboardX": ("tensorboard", "--tensorboard needs tensorboardX"),
 }
 
 
@@ -46,15 +60,22 @@ def trains_with_state(argv):
     """Whether the command line (``argv`` without the program name) trains with a rule that keeps state.
 
     Every rule but plain SGD keeps some. Told before NumPy loads: ``anynet
-    bench`` trains its fc model with Adam (``anynet.bench.RULES``) and
-    the others with SGD; otherwise ``--update-rule`` says, else the optimizer
-    state stored in the checkpoint ``--resume`` names (the default rule is
-    plain SGD).
+    bench`` trains its fc model with Adam (``benchmarks/bench.py``'s
+    ``RULES``) and the others with SGD; otherwise ``--update-rule`` says, else
+    the config file ``--config`` names, else the optimizer state stored in the
+    checkpoint ``--resume`` names (the default rule is plain SGD).
     """
     if argv[:1] == ["bench"]:
         return flag_value(argv, "--model") == "fc"
     rule = flag_value(argv, "--update-rule")
     if rule is not None:
+        return rule != "sgd"
+    config_file = flag_value(argv, "--config")
+    if config_file is not None:
+        try:
+            rule = read_config_file(config_file).get("update_rule", "sgd")
+        except (OSError, ValueError):
+            return False  # the command itself will say what is wrong with the file
         return rule != "sgd"
     checkpoint = flag_value(argv, "--resume")
     if checkpoint is None:
@@ -83,11 +104,27 @@ def user_errors():
     from .checkpoint import CheckpointError
 
     return (ValueError, TypeError, BackendUnavailableError, CheckpointError, FileNotFoundError,
-            NotADirectoryError, PermissionError)
+            NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def missing_extra(exc):
+    """The one-line message for an optional package ``exc`` (an ImportError) names, or None."""
+    top = (getattr(exc, "name", None) or "").partition(".")[0]
+    if top not in EXTRAS:
+        return None
+    extra, need = EXTRAS[top]
+    return f'{need} ({top} is not installed): pip install "anynet[{extra}]"'
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """An ``argparse.ArgumentParser`` whose errors are one line on stderr and exit code 2."""
+    """An ``argparse.ArgumentParser`` that takes no flag by a prefix and reports errors in one line, exit code 2.
+
+    Subparsers are made of the same class (argparse's default), so every
+    subcommand refuses ``--lr-d`` for ``--lr-decay`` too.
+    """
+
+    def __init__(self, *args, allow_abbrev=False, **kwargs):
+        super().__init__(*args, allow_abbrev=allow_abbrev, **kwargs)
 
     def error(self, message):
         """Print ``prog: error: message`` and exit with code 2."""
@@ -146,16 +183,19 @@ def add_train_flags(parser):
         """One flag, shown with its default, absent from the namespace unless given."""
         default = DEFAULTS[key]
         shown = " ".join(map(str, default)) if isinstance(default, list) else default
-        suffix = "" if default is None or default is False else f" (default: {shown})"
+        suffix = "" if default is None or default is False or "(default:" in help else f" (default: {shown})"
         parser.add_argument(*names, dest=key, default=argparse.SUPPRESS, help=help + suffix, **kwargs)
 
-    add("--backend", key="backend", choices=BACKENDS, help="array library to compute with; cupy needs an NVIDIA GPU")
-    add("--device", key="device", help="device of the backend, e.g. cuda:1 for torch or 1 for cupy")
+    add("--backend", key="backend", choices=BACKENDS,
+        help="array library to compute with; cupy needs an NVIDIA GPU (default: $ANYNET_BACKEND, else numpy)")
+    add("--device", key="device", help="device of the backend, e.g. cuda:1 for torch or 1 for cupy "
+        "(default: $ANYNET_DEVICE, else the backend's)")
     add("--model", key="model", choices=("two-layer", "fc"), help="TwoLayerNet or FullyConnectedNet")
     add("--hidden-dims", key="hidden_dims", type=positive_int, nargs="+", metavar="N",
         help="hidden layer widths (one for two-layer)")
     add("--update-rule", key="update_rule", choices=tuple(UPDATE_RULES), help="optimizer")
-    add("--learning-rate", key="learning_rate", type=positive_float, metavar="LR", help="initial learning rate")
+    add("--learning-rate", "--lr", key="learning_rate", type=positive_float, metavar="LR",
+        help="initial learning rate")
     add("--lr-decay", key="lr_decay", type=positive_float, metavar="F",
         help="learning rate multiplier at each epoch end, in (0, 1]")
     add("--reg", key="reg", type=non_negative_float, help="L2 regularization strength")
@@ -178,27 +218,126 @@ def add_train_flags(parser):
     add("--num-test", key="num_test", type=non_negative_int, metavar="N", help="test images (at most 10000)")
     add("--batchnorm", key="batchnorm", action="store_true", help="batch normalization after hidden layers (fc)")
     add("--dropout", key="dropout", type=non_negative_float, metavar="P", help="probability of dropping a hidden unit")
+    add("--compile", key="compile", choices=("auto", "on", "off"),
+        help="compile the training step where the backend can (auto: where it pays)")
+
+
+def environment_defaults():
+    """``{"backend": ..., "device": ...}`` from ``$ANYNET_BACKEND`` and ``$ANYNET_DEVICE`` (those set, non-empty).
+
+    Raises
+    ------
+    ValueError
+        If ``$ANYNET_BACKEND`` names no backend.
+    """
+    from .backend import BACKENDS
+
+    found = {key: os.environ[var] for key, var in ENVIRONMENT.items() if os.environ.get(var)}
+    if found.get("backend") not in (None, *BACKENDS):
+        raise ValueError(f"ANYNET_BACKEND must be one of {', '.join(BACKENDS)}; got {found['backend']!r}")
+    return found
 
 
 def config_from_args(args):
-    """The config keys given on the command line, as a dict for ``anynet.train.train``."""
+    """The config keys given on the command line, as a dict for ``anynet.train.train``.
+
+    ``$ANYNET_BACKEND`` and ``$ANYNET_DEVICE`` fill in ``backend`` and
+    ``device`` when the flags are absent; the config file of ``--config``
+    (when the command has that flag) fills in what neither gives.
+    """
     from .train import DEFAULTS
 
-    return {key: value for key, value in vars(args).items() if key in DEFAULTS}
+    given = {key: value for key, value in vars(args).items() if key in DEFAULTS}
+    config = {**environment_defaults(), **given}
+    path = getattr(args, "config", None)
+    if path is not None:
+        saved = read_config_file(path)
+        # One length applies: a length flag replaces the file's, whichever of epochs or iterations it has.
+        if "epochs" in given or "iterations" in given:
+            saved = {k: v for k, v in saved.items() if k not in ("epochs", "iterations")}
+        config = {**saved, **config}
+    return config
+
+
+def read_config_file(path):
+    """The training config in ``path``: a run's metrics.json or a sweep's best.json (``{"config": {...}}``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such file.
+    ValueError
+        If it is not JSON, holds no ``config`` object, or that has keys
+        ``anynet train`` does not know; the message names the file.
+    """
+    from .train import DEFAULTS
+
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--config {path} is a folder; give its metrics.json (a run) or best.json (a sweep)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--config {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"--config {path} is not a text file; give a metrics.json or best.json") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--config {path} is not valid JSON ({exc})") from None
+    config = document.get("config") if isinstance(document, dict) else None
+    if not isinstance(config, dict):
+        raise ValueError(f"--config {path} holds no \"config\" object; give a run's metrics.json or a sweep's "
+                         "best.json")
+    unknown = sorted(set(config) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"--config {path}: unknown key(s) {', '.join(unknown)} in its config")
+    return config
+
+
+def check_place(config):
+    """Check that ``config``'s backend and device can run here, naming the variable that chose them.
+
+    Raises
+    ------
+    BackendUnavailableError
+        If the backend's package or the GPU it needs is missing (the message
+        says what to install).
+    ValueError
+        If the device is not one of the backend's.
+    """
+    from .backend import BackendUnavailableError, resolve_device
+
+    env = environment_defaults()
+    backend = config.get("backend") or "numpy"
+    try:
+        resolve_device(backend, config.get("device"))
+    except (BackendUnavailableError, ValueError) as exc:
+        came = [var for key, var in ENVIRONMENT.items() if key in env and env[key] == config.get(key)]
+        if not came:
+            raise
+        raise type(exc)(f"{exc} (set by {' and '.join(f'{v}={os.environ[v]}' for v in came)})") from None
 
 
 def add_train_parser(subparsers):
     """Add ``anynet train``."""
     parser = subparsers.add_parser(
         "train", help="train a network on CIFAR-10",
-        description="Train a network on CIFAR-10 and write metrics, history, plots and a checkpoint.",
+        description="Train a network on CIFAR-10 and write metrics, history, plots and a checkpoint. "
+        "$ANYNET_BACKEND and $ANYNET_DEVICE stand for --backend and --device.",
     )
     add_train_flags(parser)
+    parser.add_argument("--config", metavar="FILE",
+                        help="start from the config in FILE, a run's metrics.json or a sweep's best.json; the "
+                             "flags you give replace its values")
     parser.add_argument("--out", metavar="DIR", help="folder for the results (default: a new folder under runs/; "
                         "with --resume, the checkpoint's folder)")
     parser.add_argument("--resume", metavar="CHECKPOINT",
                         help="continue the run saved in CHECKPOINT (flags you give may only change its length, "
                              "backend, device, data folder and test images)")
+    parser.add_argument("--tensorboard", metavar="DIR",
+                        help='also log losses, accuracies and speed for TensorBoard into DIR (needs '
+                             'pip install "anynet[tensorboard]")')
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
     parser.set_defaults(run=run_train)
     return parser
@@ -206,9 +345,15 @@ def add_train_parser(subparsers):
 
 def run_train(args):
     """Run ``anynet train``; return the exit code."""
-    from .backend import keep_freed_memory
     from .train import new_run_dir, train
 
+    if args.config is not None and args.resume is not None:
+        raise ValueError("--config starts a new run and --resume continues one; give one of them")
+    config = config_from_args(args)
+    if args.resume is None or "backend" in config:
+        check_place(config)  # before any folder is made or data loaded
+    if args.tensorboard is not None:
+        importlib.import_module("tensorboardX")  # missing: one line naming the extra, before training
     fresh = args.out is None and args.resume is None
     if args.out is not None:
         out = Path(args.out)
@@ -216,21 +361,22 @@ def run_train(args):
         out = Path(args.resume).parent
     else:
         out = new_run_dir("runs")
-    keep_freed_memory()  # this process only trains: NumPy's temporaries are reused instead of faulting in
     try:
-        metrics = train(config_from_args(args), out_dir=out, quiet=args.quiet, resume=args.resume)
+        metrics = train(config, out_dir=out, quiet=args.quiet, resume=args.resume, tensorboard=args.tensorboard)
     except KeyboardInterrupt:
         ckpt = out / "checkpoint.npz"
         hint = f"; continue with: anynet train --resume {ckpt}" if ckpt.exists() else ""
         print(f"anynet train: interrupted{hint}", file=sys.stderr)
         return 130
     except BaseException:
-        if fresh and not any(out.iterdir()):
+        if fresh and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # a run that failed before writing anything leaves no empty folder
         raise
     test = "n/a" if metrics["test_acc"] is None else f"{metrics['test_acc']:.4f}"
     print(f"val acc {metrics['val_acc']:.4f}, test acc {test} "
           f"(best val acc during training {metrics['best_val_acc']:.4f})")
+    if metrics.get("compile_seconds"):
+        print(f"compiled in {metrics['compile_seconds']:.1f} s (not counted in the training time)")
     rate = metrics["images_per_second"]
     print(f"trained {metrics['epochs']:.2f} epochs ({metrics['iterations']} iterations) in "
           f"{metrics['train_seconds']:.1f} s, {rate or 0:,.0f} images/s on {metrics['backend']} {metrics['device']}")
@@ -244,7 +390,8 @@ def add_evaluate_parser(subparsers):
 
     parser = subparsers.add_parser(
         "evaluate", help="validation and test accuracy of a saved model",
-        description="Print the validation and test accuracy of the model in a checkpoint.",
+        description="Print the validation and test accuracy of the model in a checkpoint. "
+        "$ANYNET_BACKEND and $ANYNET_DEVICE stand for --backend and --device.",
     )
     parser.add_argument("checkpoint", metavar="CHECKPOINT",
                         help="model.npz (the trained model) or checkpoint.npz of an anynet train run")
@@ -252,8 +399,9 @@ def add_evaluate_parser(subparsers):
                         "(default: the training run's, else $ANYNET_DATA, else ~/.cache/anynet)")
     parser.add_argument("--num-test", type=non_negative_int, metavar="N",
                         help="test images (default: as in training)")
-    parser.add_argument("--backend", choices=BACKENDS, help="array library (default: as in training)")
-    parser.add_argument("--device", help="device of the backend")
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="array library (default: $ANYNET_BACKEND, else as in training)")
+    parser.add_argument("--device", help="device of the backend (default: $ANYNET_DEVICE, else as in training)")
     parser.set_defaults(run=run_evaluate)
     return parser
 
@@ -262,17 +410,82 @@ def run_evaluate(args):
     """Run ``anynet evaluate``; return the exit code."""
     from .train import evaluate
 
-    result = evaluate(args.checkpoint, data_dir=args.data_dir, num_test=args.num_test, backend=args.backend,
-                      device=args.device)
+    place = {**environment_defaults(), **{k: getattr(args, k) for k in ENVIRONMENT if getattr(args, k) is not None}}
+    if "backend" in place:
+        check_place(place)
+    result = evaluate(args.checkpoint, data_dir=args.data_dir, num_test=args.num_test,
+                      backend=place.get("backend"), device=place.get("device"))
     print(f"val acc {result['val_acc']:.4f} ({result['num_val']} images)")
     test = "n/a" if result["test_acc"] is None else f"{result['test_acc']:.4f}"
     print(f"test acc {test} ({result['num_test']} images)")
     return 0
 
 
+def bench_script():
+    """benchmarks/bench.py of the source checkout this package lives in, or None (an installed wheel)."""
+    root = Path(__file__).resolve().parents[1]
+    script = root / "benchmarks" / "bench.py"
+    return script if script.is_file() and (root / "pyproject.toml").is_file() else None
+
+
+def load_bench():
+    """Import benchmarks/bench.py of the source checkout as ``benchmarks.bench``; None without a checkout."""
+    script = bench_script()
+    if script is None:
+        return None
+    root = str(script.parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return importlib.import_module("benchmarks.bench")
+
+
+def add_bench_parser(subparsers):
+    """Add ``anynet bench``: a thin entry point to the harness in benchmarks/bench.py."""
+    bench = load_bench()
+    if bench is not None:
+        return bench.add_parser(subparsers)
+    parser = subparsers.add_parser("bench", help="anynet vs PyTorch eager vs the GEMM floor (needs a source "
+                                   "checkout)", add_help=False)
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.set_defaults(run=_no_bench)
+    return parser
+
+
+def _no_bench(args):
+    """``anynet bench`` where benchmarks/bench.py is absent."""
+    raise FileNotFoundError("anynet bench needs a source checkout of anynet (benchmarks/bench.py)")
+
+
+def add_info_parser(subparsers):
+    """Add ``anynet info``."""
+    parser = subparsers.add_parser(
+        "info", help="versions, backends, GPUs and threads of this machine",
+        description="Print anynet's version, Python's and each array library's, which backends can run here "
+                    "(and what to install for the others), the GPUs, the BLAS library and the thread counts.",
+    )
+    parser.set_defaults(run=run_info)
+    return parser
+
+
+def run_info(args):
+    """Run ``anynet info``; return the exit code."""
+    from .info import report
+
+    print(report())
+    return 0
+
+
+def version():
+    """anynet's version, as ``anynet.__version__`` gives it."""
+    from . import __version__
+
+    return __version__
+
+
 def build_parser():
     """The ``anynet`` parser with every subcommand in ``COMMANDS``."""
     parser = ArgumentParser(prog="anynet", description="CS231n-style neural networks on any Array API backend.")
+    parser.add_argument("--version", action="version", version=f"anynet {version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for target in COMMANDS.values():
         module, _, function = target.partition(":")
@@ -282,15 +495,28 @@ def build_parser():
 
 def main(argv=None):
     """Entry point of the ``anynet`` command; returns the exit code."""
-    prepare_process(trains_with_state(sys.argv[1:] if argv is None else argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Process-wide settings, made before NumPy loads (parsing the command line loads it).
+    prepare_process(trains_with_state(argv))
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, or a flag argparse rejected (already reported)
+    except SystemExit as exc:  # --help, --version, or a flag argparse rejected (already reported)
         return exc.code
+    if args.command == "train":
+        from .backend import keep_freed_memory
+
+        keep_freed_memory()  # this process only trains: NumPy's temporaries are reused instead of faulting in
     prog = f"anynet {args.command}"
     try:
         return args.run(args)
+    except ImportError as exc:
+        # A known optional package by name, or an error that already says what to install (the sweep's).
+        message = missing_extra(exc) or (_one_line(exc) if "pip install" in str(exc) else None)
+        if message is None:
+            raise
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2
     except user_errors() as exc:
         print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
         return 2

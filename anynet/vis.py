@@ -2,7 +2,8 @@
 
 matplotlib is imported here only, and lazily, through its object-oriented
 API with the Agg canvas: plotting works headless and never changes the
-caller's pyplot backend.
+caller's pyplot backend. Images are written atomically (``anynet.files``):
+a viewer watching a run never reads half a picture.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .backend import to_numpy
+from .files import write_atomic
 
 
 def visualize_grid(Xs, ubound=255.0, padding=1):
@@ -67,7 +69,7 @@ def save_image(image, path, scale=1):
     pixels = np.clip(np.rint(to_numpy(image)), 0, 255).astype(np.uint8)
     if scale > 1:
         pixels = pixels.repeat(scale, axis=0).repeat(scale, axis=1)
-    imsave(Path(path), pixels)
+    write_atomic(path, lambda f: imsave(f, pixels, format=_format(path)))
 
 
 def plot_weights(W, path, scale=3):
@@ -125,4 +127,9 @@ def plot_history(history, path, kind="both"):
     fig, axes = _figure(len(draw[kind]))
     for ax, fn in zip(axes, draw[kind], strict=True):
         fn(ax, history)
-    fig.savefig(Path(path), dpi=100)
+    write_atomic(path, lambda f: fig.savefig(f, format=_format(path), dpi=100))
+
+
+def _format(path):
+    """The image format ``path``'s suffix names (png without one): a file object has no name to go by."""
+    return Path(path).suffix.lstrip(".").lower() or "png"

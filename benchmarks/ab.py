@@ -29,6 +29,8 @@ from anynet.cli import prepare_process
 prepare_process(True)  # as ``anynet train`` does for Adam (the fc case), for both versions alike
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for benchmarks.bench
+
 CASES = (("two-layer", 200, 100), ("two-layer", 4096, 48), ("fc", 200, 60))
 
 
@@ -88,7 +90,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     import anynet
-    from anynet.bench import _synchronizer
+    from benchmarks.bench import _synchronizer
 
     # Two versions in one process share glibc's heap: whether a freed minibatch goes back to the OS, and the
     # next one faults in, then depends on the interleaving, not on either version (15 vs 307 faults a step

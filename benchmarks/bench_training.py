@@ -13,7 +13,7 @@ in NumPy.
 """
 
 from anynet import backend as _backend
-from anynet.bench import AnynetRun, find_cifar10, load_data, peak_device_bytes
+from benchmarks.bench import AnynetRun, find_cifar10, load_data, peak_device_bytes
 
 BACKENDS = ["numpy", "torch", "cupy", "torch-cuda"]
 MODELS = ["two-layer-50", "two-layer-200", "fc-512-256-bn-dropout-adam"]
@@ -108,7 +108,7 @@ class Step:
 class Overhead:
     """anynet's own cost per training step, over the same step written inline in NumPy.
 
-    A Solver step of TwoLayerNet 16-100-10 (batch 200) minus a step of ``anynet.bench.NumpyLoop``, which
+    A Solver step of TwoLayerNet 16-100-10 (batch 200) minus a step of ``benchmarks/bench.py``'s ``NumpyLoop``, which
     keeps the same books. With 16 inputs the matrix products are negligible, so the difference is the
     library's Python, input checks and extra passes: on a CPU the margin that decides TwoLayerNet 100
     against PyTorch eager (about 60 us of a 2 ms step, benchmarks/RESULTS.md), on a GPU host time added to
@@ -121,7 +121,7 @@ class Overhead:
     def setup(self):
         import numpy as np
 
-        from anynet.bench import NumpyLoop
+        from benchmarks.bench import NumpyLoop
 
         rng = np.random.default_rng(0)
         N = 100 * BATCH + BATCH  # 100 steps an epoch, as many books as a CIFAR-10 run keeps, or fewer

@@ -23,8 +23,11 @@ import argparse
 import sys
 from collections import Counter
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for benchmarks.bench
 
 # Array functions that make views or only read metadata: no kernel on a GPU.
 _FREE = {
@@ -143,9 +146,9 @@ def count_step_ops(model="two-layer", hidden=100, batch_size=200, reg=0.0, updat
         Operations per step by NumPy function (or PyTorch operator) name, most frequent first.
     """
     from anynet import checks, optim
-    from anynet.bench import FC_DROPOUT, FC_HIDDEN
     from anynet.models import FullyConnectedNet, TwoLayerNet
     from anynet.solver import Solver
+    from benchmarks.bench import FC_DROPOUT, FC_HIDDEN
 
     if backend not in ("numpy", "torch"):
         raise ValueError(f"backend must be numpy or torch; got {backend!r}")

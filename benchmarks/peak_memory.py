@@ -13,6 +13,9 @@ memory of the process instead.
 import argparse
 import resource
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for benchmarks.bench
 
 
 def main(argv=None):
@@ -28,7 +31,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from anynet import backend as _backend
-    from anynet.bench import AnynetRun, load_data, peak_device_bytes
+    from benchmarks.bench import AnynetRun, load_data, peak_device_bytes
 
     data, source = load_data(args.num_train, 1000)
     device = _backend.resolve_device(args.backend, args.device)

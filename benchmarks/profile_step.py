@@ -18,6 +18,9 @@ import io
 import pstats
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for benchmarks.bench
 
 
 def _ops(xp, raw, device, B, D, H, C):
@@ -80,7 +83,7 @@ def _ops(xp, raw, device, B, D, H, C):
 def op_table(backend, device, B=200, D=3072, H=100, C=10, calls=300):
     """Median microseconds per call of each operation (three timed batches of ``calls``)."""
     from anynet import backend as _backend
-    from anynet.bench import _synchronizer
+    from benchmarks.bench import _synchronizer
 
     xp = _backend.namespace(backend)
     dev = _backend.resolve_device(backend, device)
@@ -106,7 +109,7 @@ def op_table(backend, device, B=200, D=3072, H=100, C=10, calls=300):
 
 def profile(backend, device, model, batch_size, steps, top):
     """cProfile text of ``steps`` Solver steps (one epoch start included), sorted by own time."""
-    from anynet.bench import AnynetRun, load_data
+    from benchmarks.bench import AnynetRun, load_data
 
     data, _ = load_data(max(10_000, 2 * steps * batch_size), batch_size)
     run = AnynetRun(data, backend, device, model, 100, batch_size, steps)

@@ -11,6 +11,9 @@ import argparse
 import sys
 import time
 import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for benchmarks.bench
 
 
 def main(argv=None):
@@ -22,7 +25,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=40)
     args = parser.parse_args(argv)
 
-    from anynet.bench import AnynetRun, load_data
+    from benchmarks.bench import AnynetRun, load_data
 
     data, source = load_data(max(10 * args.batch_size, 2000), args.batch_size)
     run = AnynetRun(data, args.backend, "cuda", args.model, 100, args.batch_size, args.steps)

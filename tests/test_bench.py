@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from cifar_files import write_cifar10
 
-from anynet import bench
+from benchmarks import bench
 from anynet.data import get_cifar10_data
 
 
@@ -19,7 +19,7 @@ def test_bench_reports_three_contestants_and_ratios(backend_name):
         pytest.skip("the GPU comparison runs in backends/gpu-check.sh")
     result = subprocess.run(
         [sys.executable, "-m", "anynet", "bench", "--backend", backend_name, "--repeats", "1",
-         "--iterations", "3", "--num-train", "400", "--hidden", "20", "--quiet"],
+         "--iterations", "3", "--num-training", "400", "--hidden-dims", "20", "--quiet"],
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr

@@ -1,23 +1,29 @@
 """The ``anynet`` command and ``anynet.train`` end to end on a small generated CIFAR-10."""
 
+import csv
 import json
 import os
+import stat
+import struct
 import subprocess
 import sys
+from importlib.metadata import version
 
 import numpy as np
 import pytest
 from cifar_files import write_cifar10
 
 import anynet
-from anynet import bench, cli
+from anynet import cli
 from anynet.checkpoint import load_npz
 from anynet.data import get_cifar10_data
-from anynet.train import DEFAULTS, make_config, train
+from anynet.train import DEFAULTS, applied_config, make_config, train
+from benchmarks import bench
 
 SIZES = ["--num-training", "150", "--num-validation", "50", "--num-test", "100"]
 SMALL = ["--hidden-dims", "20", "--batch-size", "50", "--learning-rate", "1e-3", *SIZES]
-FILES = ("metrics.json", "history.json", "loss.png", "accuracy.png", "weights.png", "checkpoint.npz", "model.npz")
+FILES = ("metrics.json", "metrics.csv", "history.json", "loss.png", "accuracy.png", "weights.png", "checkpoint.npz",
+         "model.npz")
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +45,12 @@ def test_train_end_to_end(tmp_path, data_dir):
     proc = anynet_cmd("train", "--data-dir", data_dir, *SMALL, "--epochs", "3", "--out", out)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
+    umask = os.umask(0o022)
+    os.umask(umask)  # the child ran under this process's umask
     for name in FILES:
         assert (out / name).stat().st_size > 0, name
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o666 & ~umask, name
+    assert sorted(p.name for p in out.iterdir()) == sorted(FILES)  # no temporary file left
     # One line per epoch with the accuracies and the speed, then the summary.
     assert "epoch 3/3: train acc" in proc.stderr and "images/s" in proc.stderr
     assert "val acc" in proc.stdout and "images/s" in proc.stdout
@@ -48,12 +58,27 @@ def test_train_end_to_end(tmp_path, data_dir):
     metrics = json.loads((out / "metrics.json").read_text())
     history = json.loads((out / "history.json").read_text())
     assert metrics["backend"] == "numpy" and metrics["device"] == "cpu"
-    assert metrics["config"] == {**DEFAULTS, "data_dir": str(data_dir), "hidden_dims": [20], "batch_size": 50,
-                                 "epochs": 3, "num_training": 150, "num_validation": 50, "num_test": 100}
+    # Only what applied: epochs, and no "iterations: None" beside it.
+    expected = {**DEFAULTS, "data_dir": str(data_dir), "hidden_dims": [20], "batch_size": 50,
+                "epochs": 3, "num_training": 150, "num_validation": 50, "num_test": 100}
+    del expected["iterations"]
+    assert metrics["config"] == expected
+    assert metrics["compile_seconds"] >= 0.0 and metrics["write_seconds"] >= 0.0
     assert metrics["iterations"] == 9 and metrics["train_seconds"] > 0 and metrics["images_per_second"] > 0
     assert len(history["loss_history"]) == 9
     assert history["acc_iterations"] == [1, 3, 6, 9] and len(history["val_acc_history"]) == 4
     assert metrics["best_val_acc"] == max(history["val_acc_history"])
+    # metrics.csv: one row per epoch; each loss is the mean of that epoch's losses in history.json.
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["epoch", "iteration", "loss", "train_acc", "val_acc", "learning_rate", "seconds",
+                             "images_per_second"]
+    assert [(r["epoch"], int(r["iteration"])) for r in rows] == [("1", 3), ("2", 6), ("3", 9)]
+    for e, row in enumerate(rows):
+        assert float(row["loss"]) == pytest.approx(np.mean(history["loss_history"][3 * e:3 * e + 3]))
+        assert float(row["learning_rate"]) == pytest.approx(1e-3 * 0.95**e)
+        assert float(row["val_acc"]) == history["val_acc_history"][e + 1]
+        assert float(row["seconds"]) > 0 and float(row["images_per_second"]) > 0
     # The generated classes are easy: training must have learned something.
     assert metrics["val_acc"] > 0.5 and metrics["test_acc"] > 0.5
 
@@ -84,7 +109,7 @@ def _corrupt_copy(tmp_path, data_dir):
     ("args", "message"),
     [
         (["--batch-size", "0"], "--batch-size: expected a positive integer"),
-        (["--learning-rate", "fast"], "--learning-rate: invalid positive number value: 'fast'"),
+        (["--learning-rate", "fast"], "--learning-rate/--lr: invalid positive number value: 'fast'"),
         (["--epochs", "2", "--iterations", "5"], "not allowed with argument"),
         (["--hidden-dims", "10", "10"], "--model two-layer takes one --hidden-dims value"),
         (["--batchnorm"], "--batchnorm needs --model fc"),
@@ -181,8 +206,9 @@ def test_train_function_with_loaded_data(data_dir, capsys):
     metrics = train({"hidden_dims": 20, "batch_size": 50, "epochs": 2, "learning_rate": 1e-3}, data=d, quiet=True)
     assert capsys.readouterr() == ("", "")
     assert metrics["test_acc"] is None and metrics["checkpoint"] is None
-    assert metrics["config"] == make_config({"hidden_dims": [20], "batch_size": 50, "epochs": 2,
-                                             "learning_rate": 1e-3})
+    assert metrics["config"] == applied_config(make_config({"hidden_dims": [20], "batch_size": 50, "epochs": 2,
+                                                            "learning_rate": 1e-3}))
+    assert "iterations" not in metrics["config"]
     assert 0.0 <= metrics["val_acc"] <= 1.0 and metrics["iterations"] == 6
     with pytest.raises(ValueError, match="unknown config key"):
         train({"learning-rate": 1e-3}, data=d)

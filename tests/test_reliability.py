@@ -615,7 +615,7 @@ def _one_line_error(capsys):
 @pytest.mark.parametrize(
     ("args", "parts"),
     [
-        (["--backend", "jax"], ["--backend", "invalid choice", "'jax'"]),
+        (["--backend", "mxnet"], ["--backend", "invalid choice", "'mxnet'"]),
         (["--model", "cnn"], ["--model", "invalid choice", "'cnn'"]),
         (["--update-rule", "adamw"], ["--update-rule", "invalid choice", "'adamw'"]),
         (["--frobnicate"], ["unrecognized arguments", "--frobnicate"]),

@@ -14,13 +14,15 @@ For the two-layer net on a CPU a fourth contestant, ``numpy_loop``, trains it
 with a hand-written NumPy loop (the same work again): ``anynet/numpy_loop`` is
 what the library's layers, model and Solver cost over plain NumPy.
 
-``python benchmarks/compare.py --help`` (or ``main(argv)``) runs it from the
-command line; ``compare(...)`` returns the figures as a dict.
+``anynet bench --help`` (in a source checkout) or ``python
+benchmarks/compare.py --help`` (or ``main(argv)``) runs it from the command
+line, with the flag names of ``anynet train``; ``compare(...)`` returns the
+figures as a dict. It lives beside the package, not in it: an installed
+anynet has no benchmark harness.
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
 import os
 import platform
@@ -31,15 +33,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend as _backend
-from . import checks
-from . import data as _data
+from anynet import backend as _backend
+from anynet import checks
+from anynet import data as _data
 
 MODELS = ("two-layer", "fc")
 FC_HIDDEN = (512, 256)
 FC_DROPOUT = 0.25
 # Update rule of each model (anynet.cli.trains_with_state knows it too, before NumPy loads).
 RULES = {"two-layer": "sgd", "fc": "adam"}
+COMPILE = {"auto": "auto", "on": True, "off": False}  # --compile -> the Solver's compile=
 IMAGE_SHAPE = (3, 32, 32)
 NUM_CLASSES = 10
 
@@ -171,8 +174,8 @@ def peak_device_bytes(backend, device):
 class AnynetRun:
     """Trains with ``anynet.Solver``; ``__call__`` times one run of ``iterations`` steps."""
 
-    def __init__(self, data, backend, device, model, hidden, batch_size, iterations, seed=0):
-        from .models import FullyConnectedNet, TwoLayerNet
+    def __init__(self, data, backend, device, model, hidden, batch_size, iterations, seed=0, compile="auto"):
+        from anynet.models import FullyConnectedNet, TwoLayerNet
 
         D = int(np.prod(data["X_train"].shape[1:]))  # CIFAR-10's 3072, or what smaller benchmarks hand in
         if model == "fc":
@@ -187,25 +190,31 @@ class AnynetRun:
             )
         self.rule, self.optim_config = RULES[model], {"learning_rate": 1e-3}
         self.model = net
-        self.initial = dict(net.params)
+        # On the host: a backend that donates parameter buffers to a compiled step (jax) deletes the arrays
+        # one run started from, and every run starts from the same weights.
+        self.initial = {k: _backend.to_numpy(v).copy() for k, v in net.params.items()}
         self.data = data
         self.batch_size, self.iterations, self.seed = batch_size, iterations, seed
+        if compile not in COMPILE:
+            raise ValueError(f"compile must be one of {', '.join(COMPILE)}; got {compile!r}")
+        self.compile = COMPILE[compile]
         self.sync = _synchronizer(backend, net.device)
         self.solver = None
         self._prepare()
 
     def _prepare(self):
         """Build the next run's Solver outside the timed region (it moves and checks the data once)."""
-        from .solver import Solver
+        from anynet.solver import Solver
 
-        self.model.params = dict(self.initial)
+        xp, device = self.model.xp, self.model.device
+        self.model.params = {k: xp.asarray(v, device=device) for k, v in self.initial.items()}
         for bn in self.model.bn_params:
             bn.clear()
             bn["mode"] = "train"
         self.solver = Solver(
             self.model, self.data, update_rule=self.rule, optim_config=dict(self.optim_config),
             batch_size=self.batch_size, num_iterations=self.iterations, num_train_samples=self.batch_size,
-            num_val_samples=self.batch_size, verbose=False, seed=self.seed,
+            num_val_samples=self.batch_size, verbose=False, seed=self.seed, compile=self.compile,
         )
         # Later Solvers reuse the arrays already on the device: no transfer, no copy.
         self.data = {k: getattr(self.solver, k) for k in ("X_train", "y_train", "X_val", "y_val")}
@@ -446,7 +455,7 @@ class GemmFloor:
 def compare(
     backend="numpy", device=None, model="two-layer", hidden=100, batch_size=200, threads=None,
     repeats=5, iterations=100, num_train=None, data_dir=None, seed=0, torch_device=None, log=None,
-    keep_memory=True,
+    keep_memory=True, compile="auto",
 ):
     """Train one model three ways (four: the two-layer net on a CPU), taking turns, and return the figures.
 
@@ -477,6 +486,8 @@ def compare(
         Call ``backend.keep_freed_memory()`` first (glibc; the whole process, so every contestant, as
         ``anynet train`` does for itself). With glibc's default the heap's history decides whose freed
         minibatches go back to the OS and fault in again: the same code ran at 76k or 96k images/s.
+    compile : {"auto", "on", "off"}
+        Whether anynet's Solver compiles its step (``anynet train --compile``).
 
     Returns
     -------
@@ -504,7 +515,7 @@ def compare(
     num_train = num_train or max(10_000, 12 * batch_size)
     data, source = load_data(num_train, batch_size, data_dir, seed)
 
-    contestants = {"anynet": AnynetRun(data, backend, dev, model, hidden, batch_size, iterations, seed)}
+    contestants = {"anynet": AnynetRun(data, backend, dev, model, hidden, batch_size, iterations, seed, compile)}
     if model == "two-layer" and not on_gpu:
         contestants["numpy_loop"] = NumpyLoop(data, hidden, batch_size, iterations, seed)
     notes = []
@@ -554,7 +565,7 @@ def compare(
     versions["anynet"] = getattr(anynet, "__version__", "?")
     setup = {
         "backend": backend, "device": str(dev), "torch_device": torch_device if "torch" in runs else None,
-        "model": model if model == "fc" else f"two-layer hidden {hidden}",
+        "model": model if model == "fc" else f"two-layer hidden {hidden}", "compile": compile,
         "batch_size": batch_size, "dtype": "float32", "iterations": iterations, "repeats": repeats,
         "threads": threads, "thread_control": thread_control, "data": source, "num_train": num_train,
         "malloc": "glibc keeps freed memory (mallopt)" if kept else "default glibc malloc",
@@ -653,27 +664,47 @@ def format_report(result):
 
 
 def build_parser(parser=None):
-    """Add the options of ``anynet bench`` / ``benchmarks/compare.py`` to ``parser``."""
-    parser = parser or argparse.ArgumentParser(
+    """Add the options of ``anynet bench`` / ``benchmarks/compare.py`` to ``parser``.
+
+    Flags shared with ``anynet train`` have its names (``--hidden-dims``,
+    ``--data-dir``, ``--num-training``, ``--compile``); ``$ANYNET_BACKEND`` and
+    ``$ANYNET_DEVICE`` stand for ``--backend`` and ``--device``.
+    """
+    from anynet.backend import BACKENDS
+    from anynet.cli import ArgumentParser, non_negative_int, positive_int
+
+    parser = parser or ArgumentParser(
         prog="compare.py", description="anynet vs PyTorch eager vs the GEMM floor (vs a NumPy loop), side by side."
     )
-    parser.add_argument("--backend", default="numpy", help="anynet backend (numpy, torch, cupy, array_api_strict)")
-    parser.add_argument("--device", default=None, help="anynet device, e.g. cpu, cuda, cuda:1")
+    parser.add_argument("--backend", choices=BACKENDS, default=None,
+                        help="anynet's backend (default: $ANYNET_BACKEND, else numpy)")
+    parser.add_argument("--device", default=None,
+                        help="anynet's device, e.g. cpu, cuda, cuda:1 (default: $ANYNET_DEVICE, else the backend's)")
     parser.add_argument("--torch-device", default=None, help="PyTorch's device (default: cuda on a GPU run, else cpu)")
-    parser.add_argument("--model", choices=MODELS, default="two-layer")
-    parser.add_argument("--hidden", type=int, default=100, help="hidden width of the two-layer net")
-    parser.add_argument("--batch-size", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    parser.add_argument("--repeats", type=int, default=5, help="alternating timed runs of each (median)")
-    parser.add_argument("--iterations", type=int, default=100, help="training steps per timed run")
-    parser.add_argument("--num-train", type=int, default=None, help="training images (default max(10000, 12 x batch))")
-    parser.add_argument("--data", default=None, help="folder with cifar-10-batches-py (default $ANYNET_DATA)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", choices=MODELS, default="two-layer",
+                        help=f"two-layer (SGD), or fc: {' '.join(map(str, FC_HIDDEN))} with batchnorm, dropout "
+                             f"{FC_DROPOUT} and Adam (default: two-layer)")
+    parser.add_argument("--hidden-dims", dest="hidden", type=positive_int, default=100, metavar="N",
+                        help="hidden width of the two-layer net (default: 100)")
+    parser.add_argument("--batch-size", type=positive_int, default=200, metavar="N", help="images per minibatch "
+                        "(default: 200)")
+    parser.add_argument("--compile", choices=tuple(COMPILE), default="auto",
+                        help="whether anynet's Solver compiles its step, as anynet train --compile (default: auto)")
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                        help="CPU threads (default: all cores)")
+    parser.add_argument("--repeats", type=positive_int, default=5, metavar="N",
+                        help="alternating timed runs of each (median; default: 5)")
+    parser.add_argument("--iterations", type=positive_int, default=100, metavar="N",
+                        help="training steps per timed run (default: 100)")
+    parser.add_argument("--num-training", dest="num_train", type=positive_int, default=None, metavar="N",
+                        help="training images (default: max(10000, 12 x batch))")
+    parser.add_argument("--data-dir", dest="data", default=None, metavar="DIR",
+                        help="folder holding cifar-10-batches-py (default: $ANYNET_DATA; random images without it)")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--default-malloc", dest="keep_memory", action="store_false",
                         help="leave glibc's malloc as it is; by default freed memory is kept for reuse, for every "
                              "contestant, as anynet train does: otherwise the heap's history decides whose "
                              "minibatches fault in afresh, and ratios swing from run to run")
-    parser.add_argument("--keep-memory", action="store_true", help=argparse.SUPPRESS)  # the default now
     parser.set_defaults(keep_memory=True)
     parser.add_argument("--quiet", action="store_true", help="print only the result")
     return parser
@@ -681,12 +712,17 @@ def build_parser(parser=None):
 
 def run_from_args(args):
     """Run ``compare`` with parsed ``args``, print the report and return the exit status."""
+    from anynet.cli import environment_defaults
+
+    place = environment_defaults()
+    backend = args.backend or place.get("backend", "numpy")
+    device = args.device if args.device is not None else place.get("device")
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     result = compare(
-        backend=args.backend, device=args.device, model=args.model, hidden=args.hidden,
+        backend=backend, device=device, model=args.model, hidden=args.hidden,
         batch_size=args.batch_size, threads=args.threads, repeats=args.repeats, iterations=args.iterations,
         num_train=args.num_train, data_dir=args.data, seed=args.seed, torch_device=args.torch_device, log=log,
-        keep_memory=args.keep_memory,
+        keep_memory=args.keep_memory, compile=args.compile,
     )
     print(format_report(result))
     return 0
