@@ -14,10 +14,11 @@ from .sweep_grid import LOG_KEYS, format_value
 
 # Columns every row has, after the swept flags; anything else but "config" is a flag.
 METRICS = ("val_acc", "test_acc", "train_seconds", "images_per_second")
-COLUMNS = (*METRICS, "worker", "attempts", "status", "error")
-STATUSES = ("ok", "error", "lost")
+COLUMNS = (*METRICS, "worker", "attempts", "status", "run_dir", "error")
+STATUSES = ("ok", "pruned", "error", "lost")
 _NOT_FLAGS = ("trial", "config", "traceback")
 RESULTS_JSON, RESULTS_CSV, BEST_JSON, PLOT_PNG = "results.json", "results.csv", "best.json", "val_acc.png"
+MAP_PNG = "val_acc_map.png"
 
 
 def canonical(config: dict) -> str:
@@ -97,6 +98,7 @@ def write_results(out_dir, rows) -> None:
             "val_acc": best["val_acc"],
             "test_acc": best.get("test_acc"),
             "flags": {k: best[k] for k in flag_names([best])},
+            "run_dir": best.get("run_dir"),
             "config": best.get("config", {}),
         }
         _atomic_write(out_dir / BEST_JSON, json.dumps(jsonable(summary), indent=1) + "\n")
@@ -125,12 +127,14 @@ def read_results(out_dir) -> list[dict]:
 
 
 def plot_results(out_dir, rows, keys) -> Path | None:
-    """Plot validation accuracy against each swept flag into ``out_dir/val_acc.png``.
+    """Plot validation accuracy against each swept flag into ``out_dir/val_acc.png``, and over two into a map.
 
     One panel per flag in ``keys``; learning rate, reg and weight scale get a
     log axis, flags with non-numeric values one tick per value. Returns the
     path, or None when no trial finished. Uses matplotlib's Agg canvas
     directly, so it works without a display and leaves pyplot's state alone.
+    When two or more of ``keys`` vary, ``val_acc_map.png`` shows validation
+    accuracy over the first two of them (``plot_map``).
     """
     done = [r for r in rows if r.get("status") == "ok" and r.get("val_acc") is not None]
     keys = [k for k in keys if any(k in r for r in done)]
@@ -162,5 +166,84 @@ def plot_results(out_dir, rows, keys) -> Path | None:
         ax.grid(alpha=0.3)
     axes[0].legend(loc="best")
     path = Path(out_dir) / PLOT_PNG
-    fig.savefig(path, dpi=100)
+    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    varied = [k for k in keys if len({format_value(r.get(k)) for r in done}) > 1]
+    if len(varied) >= 2:
+        plot_map(out_dir, done, *varied[:2])
+    return path
+
+
+def map_cells(rows, x_key, y_key):
+    """The trials of ``rows`` as a grid over two flags, when they form one; else None.
+
+    Returns ``(xs, ys, acc)``: the distinct values of each flag, sorted, and
+    the best validation accuracy of the trials at each (y, x) cell (NaN where
+    none ran). Points drawn from ranges rarely share values: when the grid
+    would be more than half empty, None (``plot_map`` then draws a scatter).
+    """
+    done = [r for r in rows if r.get("status") == "ok" and r.get("val_acc") is not None]
+    labels = {}
+    for key in (x_key, y_key):
+        values = {format_value(r.get(key)): r.get(key) for r in done}
+        labels[key] = sorted(values, key=lambda t: (_sort_key(values[t]), t))
+    xs, ys = labels[x_key], labels[y_key]
+    filled = {(format_value(r.get(x_key)), format_value(r.get(y_key))) for r in done}
+    if not done or len(filled) * 2 < len(xs) * len(ys):
+        return None
+    acc = [[math.nan] * len(xs) for _ in ys]
+    for r in done:
+        i, j = ys.index(format_value(r.get(y_key))), xs.index(format_value(r.get(x_key)))
+        acc[i][j] = r["val_acc"] if math.isnan(acc[i][j]) else max(acc[i][j], r["val_acc"])
+    return xs, ys, acc
+
+
+def _sort_key(value):
+    """Numbers in numeric order, before anything else."""
+    return (0, value, "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0, str(value))
+
+
+def plot_map(out_dir, rows, x_key, y_key) -> Path | None:
+    """Draw validation accuracy over two flags into ``out_dir/val_acc_map.png``, as CS231n draws lr x reg.
+
+    Trials on a grid fill its cells (the best when several share one, the
+    value written in each); points drawn from ranges are a scatter coloured
+    by accuracy, on log axes for learning rate, reg and weight scale. The best
+    trial is starred. Returns the path, or None when no trial finished.
+    """
+    done = [r for r in rows if r.get("status") == "ok" and r.get("val_acc") is not None]
+    if not done:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.6, 4.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    best = best_row(done)
+    cells = map_cells(done, x_key, y_key)
+    if cells is not None:
+        xs, ys, acc = cells
+        image = ax.imshow(acc, origin="lower", cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(xs)), xs)
+        ax.set_yticks(range(len(ys)), ys)
+        for i, line in enumerate(acc):
+            for j, value in enumerate(line):
+                if not math.isnan(value):
+                    ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=8, color="white")
+        bx, by = xs.index(format_value(best[x_key])), ys.index(format_value(best[y_key]))
+    else:
+        image = ax.scatter([r[x_key] for r in done], [r[y_key] for r in done], c=[r["val_acc"] for r in done],
+                           cmap="viridis", s=60, edgecolors="none")
+        for key, set_scale in ((x_key, ax.set_xscale), (y_key, ax.set_yscale)):
+            if key in LOG_KEYS and min(r[key] for r in done) > 0:
+                set_scale("log")
+        bx, by = best[x_key], best[y_key]
+    ax.scatter([bx], [by], marker="*", s=220, color="tab:red", edgecolors="white", label="best")
+    ax.set_xlabel(x_key.replace("_", "-"))
+    ax.set_ylabel(y_key.replace("_", "-"))
+    ax.set_title("validation accuracy")
+    ax.legend(loc="best")
+    fig.colorbar(image, ax=ax, label="validation accuracy")
+    path = Path(out_dir) / MAP_PNG
+    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
     return path

@@ -1,11 +1,13 @@
 """Sweeps: grids, the results table, and trials on a LocalCluster and on a real scheduler with workers."""
 
 import csv
+import importlib.util
 import json
 import math
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -16,11 +18,13 @@ import numpy as np
 import pytest
 from cifar_files import write_cifar10
 
+from anynet import load_model
 from anynet import sweep as sweep_module
 from anynet.cli import main as cli_main
 from anynet.sweep import run_trial, sweep
 from anynet.sweep_grid import LOG_KEYS, expand_grid, parse_grid, sample_grid
-from anynet.sweep_results import read_results, write_results
+from anynet.sweep_results import map_cells, read_results, write_results
+from anynet.train import StopRun, train
 
 try:
     import cloudpickle
@@ -181,15 +185,29 @@ def test_results_files_hold_every_row_and_the_best(tmp_path):
 def test_in_process_sweep_records_failures_writes_everything_and_resumes(data_root, reference, tmp_path):
     calls = []
 
-    def counting(config):
+    def counting(config, **kwargs):
         calls.append(config["learning_rate"])
-        return run_trial(config)
+        return run_trial(config, **kwargs)
 
     out = tmp_path / "sweep"
     rows = sweep(GRID[:2], _base(data_root), workers=0, out_dir=out, trial=counting)
     assert len(calls) == 4 and [r["status"] for r in rows] == ["ok"] * 4
     assert [r["worker"] for r in rows] == ["in-process"] * 4
     assert (out / "val_acc.png").read_bytes()[:4] == b"\x89PNG"
+    # Every trial trained into its own run folder, with what anynet train writes.
+    assert [r["run_dir"] for r in rows] == [f"trials/{i:04d}" for i in range(4)]
+    for row in rows:
+        folder = out / row["run_dir"]
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["val_acc"] == row["val_acc"] and metrics["config"]["learning_rate"] == row["learning_rate"]
+        assert {"history.json", "metrics.csv", "checkpoint.npz"} <= {p.name for p in folder.iterdir()}
+    best = json.loads((out / "best.json").read_text())
+    model = load_model(out / best["run_dir"] / "model.npz")
+    assert model.params["W1"].shape[1] == best["config"]["hidden_dims"][0] == best["flags"]["hidden_dims"][0]
+    assert best["config"] == rows[best["trial"]]["config"]
+    # best.json is a config for anynet train: the best trial trains again to the same accuracy.
+    assert cli_main(["train", "--config", str(out / "best.json"), "--out", str(tmp_path / "again"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "again" / "metrics.json").read_text())["val_acc"] == best["val_acc"]
     with pytest.raises(ValueError, match="already holds the results"):
         sweep(GRID[:2], _base(data_root), workers=0, out_dir=out)
     # Resuming the full grid runs only the trials not yet recorded, and numbers them as the grid does.
@@ -232,8 +250,9 @@ def test_the_command_runs_a_sweep_and_reports_mistakes_in_one_line(data_root, sm
 
 def test_random_points_are_trained_seeded_and_inside_the_grid(data_root):
     grid = ["learning-rate=1e-4,1e-2", "hidden-dims=5,40"]
-    rows = sweep(grid, _base(data_root), workers=0, random=3, random_seed=7)
-    again = sweep(grid, _base(data_root), workers=0, random=3, random_seed=7)
+    rows = sweep(grid, _base(data_root), workers=0, sampler="random", trials=3, random_seed=7)
+    with pytest.warns(DeprecationWarning, match="sampler='random', trials=N"):
+        again = sweep(grid, _base(data_root), workers=0, random=3, random_seed=7)
     assert len(rows) == 3 and _results(rows) == _results(again)
     assert [r["learning_rate"] for r in rows] == [r["learning_rate"] for r in again]
     assert all(1e-4 <= r["learning_rate"] <= 1e-2 and r["hidden_dims"] in ([5], [40]) for r in rows)
@@ -271,7 +290,7 @@ def test_local_cluster_matches_in_process_and_loads_data_once_per_worker(client,
     assert set(client.run(_anynet_threads).values()) == {1}  # no update threads beside the other workers'
 
 
-def _stall_once(marker, config):
+def _stall_once(marker, config, **kwargs):
     """Run the trial; but the first run of the trial at learning rate 1.5e-3, 40 hidden units waits to be killed."""
     if config["learning_rate"] == 1.5e-3 and config["hidden_dims"] == [40] and not os.path.exists(marker):
         with open(marker + ".tmp", "w") as f:
@@ -279,7 +298,7 @@ def _stall_once(marker, config):
         os.replace(marker + ".tmp", marker)
         time.sleep(60)
         raise RuntimeError("this worker should have been killed")
-    return run_trial(config)
+    return run_trial(config, **kwargs)
 
 
 @needs_dask
@@ -377,3 +396,189 @@ def test_rows_are_finite_and_rates_positive(reference):
     ok = [r for r in reference if r["status"] == "ok"]
     assert ok and all(math.isfinite(r["val_acc"]) and 0 <= r["val_acc"] <= 1 for r in ok)
     assert all(r["train_seconds"] > 0 and r["images_per_second"] > 0 for r in ok)
+
+
+# ---- search: Optuna samplers and the median pruner ------------------------------------------------------------
+
+needs_optuna = pytest.mark.skipif(importlib.util.find_spec("optuna") is None,
+                                  reason='needs optuna: pip install "anynet[sweep]"')
+
+
+def test_train_stops_at_the_epoch_on_epoch_says_and_keeps_what_it_has(data_root, tmp_path):
+    seen = []
+
+    def stop_after_first(row):
+        seen.append(row)
+        if row["epoch"] >= 1:
+            raise StopRun("enough")
+
+    metrics = train({**_base(data_root), "epochs": 3}, out_dir=tmp_path, data=None, quiet=True,
+                    on_epoch=stop_after_first)
+    assert metrics["stopped"] == "enough" and metrics["iterations"] == 3 and metrics["epochs"] == 1
+    assert [(r["epoch"], r["iteration"]) for r in seen] == [(1, 3)]
+    assert 0 <= seen[0]["val_acc"] <= 1 and seen[0]["train_acc"] is not None
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["stopped"] == "enough" and saved["epochs"] == 1
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history["val_acc_history"][-1] == seen[0]["val_acc"]
+    assert load_model(tmp_path / "model.npz").params["W1"].shape == (3072, 20)
+    assert train({**_base(data_root), "epochs": 2}, quiet=True, on_epoch=seen.append)["stopped"] is None
+
+
+@pytest.fixture
+def no_run_plots(monkeypatch):
+    """Trials in this process draw no loss, accuracy and weight plots: most of a tiny trial's time."""
+    from anynet import vis
+
+    monkeypatch.setattr(vis, "plot_history", lambda *args, **kwargs: None)
+    monkeypatch.setattr(vis, "plot_weights", lambda *args, **kwargs: None)
+
+
+def _fake_trial(config, out_dir=None, on_epoch=None):
+    """A trial of 3 epochs whose validation accuracy is its learning rate; train_seconds counts the epochs run."""
+    value, epochs, stopped = config["learning_rate"], 0, None
+    try:
+        for epoch in (1, 2, 3):
+            epochs = epoch
+            if on_epoch is not None:
+                on_epoch({"epoch": epoch, "iteration": 10 * epoch, "val_acc": value, "train_acc": value, "loss": 1.0})
+    except StopRun as exc:
+        stopped = str(exc)
+    return {"val_acc": value, "test_acc": value, "train_seconds": float(epochs), "images_per_second": 1.0,
+            "stopped": stopped}
+
+
+def _check_pruning(rows, out_dir, sequential):
+    """Pruned trials stopped below the median of the finished trials; the study holds what each trial reported.
+
+    Run one after another, a trial meets the pruner at epoch 1 only once the
+    first third of the trials have finished, and stops there if it is below
+    their median. In parallel the trials finished at each decision vary, so
+    it may stop at any epoch, below the median of those finished by then.
+    """
+    import optuna
+
+    study = optuna.load_study(study_name="anynet-sweep", storage=f"sqlite:///{out_dir / 'study.db'}")
+    frozen = {t.number: t for t in study.trials}
+    assert {r["trial"] for r in rows} == set(frozen)
+    pruned = [r for r in rows if r["status"] == "pruned"]
+    assert pruned and max(rows, key=lambda r: r["learning_rate"])["status"] == "ok"
+    for row in rows:
+        t = frozen[row["trial"]]
+        epochs = int(row["train_seconds"])
+        assert epochs == 3 if row["status"] == "ok" else f"pruned at epoch {epochs} " in row["error"]
+        # The values reached the study from wherever the trial ran, one per epoch it trained.
+        assert t.intermediate_values == {step: row["learning_rate"] for step in range(1, epochs + 1)}
+        assert t.state.name == ("PRUNED" if row["status"] == "pruned" else "COMPLETE")
+    for row in pruned:
+        before = [r["learning_rate"] for r in rows if r["status"] == "ok"
+                  and frozen[r["trial"]].datetime_complete < frozen[row["trial"]].datetime_complete]
+        assert before and row["learning_rate"] < float(np.median(before))
+        if sequential:
+            assert row["train_seconds"] == 1
+
+
+@needs_optuna
+def test_median_pruner_stops_trials_below_the_median_in_process(tmp_path):
+    grid = ["learning-rate=0.9,0.8,0.3,0.25,0.2,0.15,0.1"]
+    rows = sweep(grid, {}, workers=0, sampler="grid", prune=True, trial=_fake_trial, out_dir=tmp_path, plot=False)
+    assert sorted(r["learning_rate"] for r in rows) == [0.1, 0.15, 0.2, 0.25, 0.3, 0.8, 0.9]
+    _check_pruning(rows, tmp_path, sequential=True)
+
+
+@needs_optuna
+@needs_dask
+def test_pruning_decisions_reach_trials_on_two_dask_workers(client, tmp_path):
+    client.wait_for_workers(2, timeout=30)
+    grid = ["learning-rate=0.9,0.8,0.3,0.25,0.2,0.15,0.1"]
+    rows = sweep(grid, {}, client=client, sampler="grid", prune=True, trial=_fake_trial, out_dir=tmp_path, plot=False)
+    assert len(rows) == 7 and {r["worker"] for r in rows} <= set(client.scheduler_info()["workers"])
+    _check_pruning(rows, tmp_path, sequential=False)
+
+
+@needs_optuna
+def test_tpe_search_trains_in_the_ranges_keeps_pruned_runs_and_resumes_its_study(data_root, tmp_path, no_run_plots):
+    grid = ["learning-rate=1e-5,1e-2", "reg=1e-3,1", "hidden-dims=20"]
+    base = {**_base(data_root), "epochs": 2}
+    calls = []
+
+    def counting(config, **kwargs):
+        calls.append(config)
+        return run_trial(config, **kwargs)
+
+    rows = sweep(grid, base, workers=0, sampler="tpe", trials=4, prune=True, out_dir=tmp_path, trial=counting,
+                 random_seed=1)
+    assert len(calls) == 4 and (tmp_path / "study.db").exists()
+    assert [r["trial"] for r in rows] == list(range(4))
+    for r in rows:
+        assert 1e-5 <= r["learning_rate"] <= 1e-2 and 1e-3 <= r["reg"] <= 1 and r["hidden_dims"] == [20]
+        assert r["config"]["learning_rate"] == r["learning_rate"] and r["config"]["epochs"] == 2
+    pruned = [r for r in rows if r["status"] == "pruned"]
+    assert pruned and rows[0]["status"] == "ok"  # the first one sets the median
+    for r in pruned:
+        metrics = json.loads((tmp_path / r["run_dir"] / "metrics.json").read_text())
+        assert metrics["stopped"] == r["error"] and metrics["epochs"] < 2
+        assert (tmp_path / r["run_dir"] / "model.npz").exists()
+    assert (tmp_path / "val_acc_map.png").read_bytes()[:4] == b"\x89PNG"
+    # --resume continues the study up to the new total; the same search with other flags is refused.
+    calls.clear()
+    more = sweep(grid, base, workers=0, sampler="tpe", trials=5, prune=True, out_dir=tmp_path, trial=counting,
+                 resume=True, random_seed=1)
+    assert len(calls) == 1 and [r["trial"] for r in more] == list(range(5))
+    assert _results(more[:4]) == _results(rows)
+    with pytest.raises(ValueError, match="these differ: --sampler"):
+        sweep(grid, base, workers=0, sampler="random", trials=9, prune=True, out_dir=tmp_path, resume=True)
+    with pytest.raises(ValueError, match="holds an Optuna study"):
+        sweep(grid[:2], base, workers=0, out_dir=tmp_path, resume=True)
+
+
+def test_map_cells_are_the_best_of_each_grid_cell_and_none_for_scattered_points():
+    rows = [dict(_row(i, lr, acc), reg=reg) for i, (lr, reg, acc) in enumerate(
+        [(1e-3, 0.1, 0.4), (1e-3, 0.5, 0.3), (1e-4, 0.1, 0.2), (1e-4, 0.1, 0.25), (1e-4, 0.5, None)])]
+    rows[4]["status"] = "error"
+    xs, ys, acc = map_cells(rows, "learning_rate", "reg")
+    assert xs == ["0.0001", "0.001"] and ys == ["0.1", "0.5"]
+    assert acc[0] == [0.25, 0.4] and acc[1][1] == 0.3 and math.isnan(acc[1][0])
+    scattered = [dict(_row(i, 10.0 ** -i, 0.1 * i), reg=0.1 * i) for i in range(1, 6)]
+    assert map_cells(scattered, "learning_rate", "reg") is None
+
+
+def test_sweep_files_get_the_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_results(tmp_path, [_row(0, 1e-3, 0.4)])
+    finally:
+        os.umask(old)
+    for name in ("results.csv", "results.json", "best.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+
+
+@pytest.mark.parametrize("module, args", [
+    ("distributed", ["--workers", "1"]),
+    ("optuna", ["--workers", "0", "--sampler", "tpe", "--trials", "2"]),
+    ("optuna", ["--workers", "0", "--prune"]),
+])
+def test_a_missing_dependency_is_one_line_naming_the_extra(module, args, data_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if it were not installed
+    code = cli_main(["sweep", "--grid", "learning-rate=1e-3,2e-3", "--data-dir", str(data_root),
+                     "--out", str(tmp_path / "out"), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and 'pip install "anynet[sweep]"' in err and module in err
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_the_command_checks_sampler_flags_and_keeps_random_as_an_alias(data_root, tmp_path, capsys, no_run_plots):
+    flags = ["--data-dir", str(data_root), "--num-training", "150", "--num-validation", "50", "--num-test", "100",
+             "--hidden-dims", "20", "--epochs", "1", "--batch-size", "50", "--workers", "0", "--quiet"]
+    grid = ["--grid", "learning-rate=1e-4,1e-2"]
+    assert cli_main(["sweep", *grid, "--sampler", "tpe", "--out", str(tmp_path / "a"), *flags]) == 2
+    assert "needs the number of trials (--trials N)" in capsys.readouterr().err
+    assert cli_main(["sweep", *grid, "--trials", "3", "--out", str(tmp_path / "b"), *flags]) == 2
+    assert "at most the grid's 2 points" in capsys.readouterr().err
+    assert cli_main(["sweep", *grid, "--random", "2", "--out", str(tmp_path / "c"), *flags]) == 0
+    out = capsys.readouterr()
+    assert "--random is deprecated; use --sampler random --trials 2" in out.err and "2 trials, 0 failed" in out.out
+    rows = read_results(tmp_path / "c")
+    again = sweep(["learning-rate=1e-4,1e-2"], {**_base(data_root), "hidden_dims": [20]}, workers=0,
+                  sampler="random", trials=2)
+    assert [r["learning_rate"] for r in rows] == [r["learning_rate"] for r in again]

@@ -1,0 +1,367 @@
+"""Sweeps that search: an Optuna study picks each trial's flags and a median pruner stops the bad ones.
+
+The sweep's own process (the client) is the only one that touches the study.
+Trials run on Dask workers as in a grid sweep; at each epoch end a trial
+sends its validation accuracy back to the client through a
+``distributed.Queue`` and waits for the client's answer on a queue of its
+own: report it to the study and ask the pruner. The workers never open the
+study's storage, because they may run on machines that cannot see the sweep
+folder, and SQLite's file locks are unreliable on the network file systems
+they would share; a queue is ordered and needs nothing but the scheduler
+the trials already go through. The study lives in ``OUT/study.db``
+(Optuna's RDB storage on SQLite): every report and result is a committed
+transaction, so a sweep killed at any moment leaves a study that
+``--resume`` continues.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from pathlib import Path
+
+from .sweep_grid import LOG_KEYS, _kind, format_value
+from .sweep_results import canonical, jsonable
+
+SAMPLERS = ("grid", "random", "tpe")
+STUDY_DB = "study.db"
+STUDY_NAME = "anynet-sweep"
+INSTALL_HINT = 'pip install "anynet[sweep]"'
+# How long a trial waits for the client's pruning decision before it trains on without one.
+_REPLY_TIMEOUT = 120.0
+_POLL = 0.05
+
+
+class MissingDependency(ImportError):
+    """A sweep needs a package that is not installed; the message says how to install it."""
+
+
+def require(module: str, what: str):
+    """Import ``module`` or raise ``MissingDependency`` naming ``what`` needs it and the install command."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependency(f"{what} needs {module}, which is not installed: {INSTALL_HINT}") from None
+
+
+def _encode(value):
+    """A grid value as an Optuna categorical choice (tuples of widths become ``100x100``)."""
+    return value if isinstance(value, (bool, int, float, str)) or value is None else format_value(value)
+
+
+def _round(value: float, digits: int = 3) -> float:
+    """Round ``value`` to ``digits`` significant digits, as ``sample_grid`` does, so tables stay readable."""
+    if value == 0 or not math.isfinite(value):
+        return value
+    return round(value, digits - 1 - math.floor(math.log10(abs(value))))
+
+
+class Space:
+    """The search space of a grid: Optuna distributions for the swept flags, fixed values for the rest.
+
+    For ``grid``, every flag with several values is a categorical of exactly
+    those values (Optuna's ``GridSampler`` visits each combination once). For
+    ``random`` and ``tpe``, a numeric flag spans ``[min, max]`` of its values,
+    on a log scale for ``LOG_KEYS`` (learning rate, reg, weight scale);
+    other flags pick one of their values.
+    """
+
+    def __init__(self, grid: dict, sampler: str):
+        import optuna
+
+        dist = optuna.distributions
+        self.grid, self.sampler = grid, sampler
+        self.fixed, self.distributions, self.choices = {}, {}, {}
+        for key, values in grid.items():
+            kind = _kind(key)
+            if len(values) == 1:
+                self.fixed[key] = values[0]
+            elif sampler != "grid" and kind in (int, float):
+                low, high = min(values), max(values)
+                log = key in LOG_KEYS
+                if log and low <= 0:
+                    raise ValueError(
+                        f"{key} is sampled on a log scale, so its range must be positive; got {low}..{high}"
+                    )
+                self.distributions[key] = (dist.IntDistribution(int(low), int(high)) if kind is int
+                                           else dist.FloatDistribution(float(low), float(high), log=log))
+            else:
+                self.choices[key] = list(values)
+                self.distributions[key] = dist.CategoricalDistribution([_encode(v) for v in values])
+
+    def grid_space(self) -> dict:
+        """The swept flags and their encoded values, for ``GridSampler``."""
+        return {key: [_encode(v) for v in values] for key, values in self.choices.items()}
+
+    def size(self) -> int:
+        """How many points the grid has (the product of its value counts)."""
+        return math.prod(len(v) for v in self.grid.values())
+
+    def point(self, params: dict) -> dict:
+        """The flags of the trial whose Optuna params are ``params``."""
+        point = {}
+        for key in self.grid:
+            if key in self.fixed:
+                point[key] = self.fixed[key]
+            elif key in self.choices:
+                encoded = [_encode(v) for v in self.choices[key]]
+                point[key] = self.choices[key][encoded.index(params[key])]
+            elif _kind(key) is int:
+                point[key] = int(params[key])
+            else:
+                point[key] = _round(float(params[key]))
+        return point
+
+
+def make_sampler(space: Space, seed: int):
+    """The Optuna sampler ``space.sampler`` names, seeded with ``seed``."""
+    import optuna
+
+    if space.sampler == "grid":
+
+        class GridSampler(optuna.samplers.GridSampler):
+            """Optuna's grid sampler without its ``study.stop()`` once the grid is done, which only works
+            inside ``study.optimize``: this sweep asks and tells, and stops after its number of trials."""
+
+            def after_trial(self, study, trial, state, values):
+                pass
+
+        return GridSampler(space.grid_space(), seed=seed)
+    if space.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=_startup(space.budget))
+
+
+def _startup(trials: int) -> int:
+    """Trials drawn at random before TPE (or the median pruner) starts to use the results.
+
+    Optuna's defaults (10 and 5) assume hundreds of trials; a sweep of nine
+    would then be a random search. A third of the budget, from 1 to 10.
+    """
+    return max(1, min(10, trials // 3))
+
+
+def open_study(out_dir, space: Space, trials: int, prune: bool, seed: int, resume: bool, base: dict):
+    """Create the study of a search sweep (in ``out_dir/study.db``, or in memory), or load it to resume.
+
+    Raises
+    ------
+    ValueError
+        ``out_dir`` holds a study of another search (other sampler, grid,
+        pruning or shared flags), or results without a study.
+    """
+    optuna = require("optuna", f"--sampler {space.sampler}" + (" --prune" if prune else ""))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space.budget = trials
+    plan = {"sampler": space.sampler, "prune": bool(prune), "grid": canonical(space.grid), "base": canonical(base)}
+    storage = None
+    if out_dir is not None:
+        path = Path(out_dir) / STUDY_DB
+        existed = path.exists()
+        if existed and not resume:
+            raise ValueError(
+                f"{out_dir} already holds a study ({STUDY_DB}); resume it (--resume) or choose another output folder"
+            )
+        storage = f"sqlite:///{path.resolve()}"
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=_startup(trials), n_warmup_steps=0) if prune
+              else optuna.pruners.NopPruner())
+    study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction="maximize", load_if_exists=True,
+                                sampler=optuna.samplers.RandomSampler(seed=seed), pruner=pruner)
+    saved = study.user_attrs.get("plan")
+    if saved is None:
+        study.set_user_attr("plan", plan)
+    elif saved != plan:
+        changed = [name for name in ("sampler", "prune", "grid", "base") if saved.get(name) != plan[name]]
+        raise ValueError(
+            f"--resume continues the study in {out_dir} with the flags it was started with; these differ: "
+            f"{', '.join('the train flags' if c == 'base' else '--' + c for c in changed)}"
+        )
+    # Seeded afresh past the trials already there: a resumed random search must not draw its first points again.
+    study.sampler = make_sampler(space, seed + len(study.trials))
+    return study
+
+
+def settle_stale(study, rows) -> None:
+    """Close the study's trials left running by a sweep that stopped: with their result when one was recorded.
+
+    A trial whose row was written just before the crash keeps its result; one
+    that was still training counts as failed (and another trial takes its place).
+    """
+    import optuna
+
+    by_trial = {row["trial"]: row for row in rows}
+    for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        tell(study, frozen.number, by_trial.get(frozen.number))
+
+
+def tell(study, number: int, row) -> None:
+    """Tell the study how trial ``number`` ended, from its row (None: it did not finish)."""
+    import optuna
+
+    state = optuna.trial.TrialState
+    status = None if row is None else row.get("status")
+    if status == "ok" and row.get("val_acc") is not None:
+        study.tell(number, float(row["val_acc"]), skip_if_finished=True)
+    elif status == "pruned":
+        study.tell(number, state=state.PRUNED, skip_if_finished=True)
+    else:
+        study.tell(number, state=state.FAIL, skip_if_finished=True)
+
+
+def decide(trial, step: int, value) -> bool:
+    """Report ``value`` at ``step`` of the Optuna ``trial`` and return whether the pruner stops it."""
+    if value is None:
+        return False
+    with warnings.catch_warnings():
+        # A trial run again after its worker died reports its first epochs a second time; Optuna keeps the first.
+        warnings.simplefilter("ignore")
+        trial.report(float(value), step)
+    return trial.should_prune()
+
+
+def epoch_step(row: dict) -> int:
+    """The Optuna step of an epoch-end row of ``train``: the epoch number (a last partial epoch counts as one)."""
+    return max(1, math.ceil(row["epoch"] - 1e-9))
+
+
+def _report_queue(sweep_id: str) -> str:
+    return f"anynet-sweep-{sweep_id}-reports"
+
+
+def _reply_queue(sweep_id: str, index: int) -> str:
+    return f"anynet-sweep-{sweep_id}-reply-{index}"
+
+
+class LocalPruning:
+    """``on_epoch`` of a trial run in this process: ask the study directly."""
+
+    def __init__(self, trial):
+        self.trial = trial
+
+    def __call__(self, row):
+        """Stop the run (``StopRun``) when the pruner says so."""
+        step = epoch_step(row)
+        if decide(self.trial, step, row.get("val_acc")):
+            from .train import StopRun
+
+            raise StopRun(f"pruned at epoch {step} (val acc {row['val_acc']:.4f} below the median)")
+
+
+class RemotePruning:
+    """``on_epoch`` of a trial on a Dask worker: send the epoch's val_acc to the client and wait for its decision.
+
+    Picklable; the queues are looked up by name on the worker.
+    """
+
+    def __init__(self, sweep_id: str, index: int):
+        self.sweep_id, self.index = sweep_id, index
+
+    def __call__(self, row):
+        """Report, wait for the answer to this very step, and stop the run (``StopRun``) if it says prune."""
+        from distributed import Queue
+
+        step = epoch_step(row)
+        value = row.get("val_acc")
+        Queue(_report_queue(self.sweep_id)).put({"trial": self.index, "step": step, "value": value})
+        replies = Queue(_reply_queue(self.sweep_id, self.index))
+        deadline = time.monotonic() + _REPLY_TIMEOUT
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return  # no answer (the client is gone or stuck): train on rather than stop a good trial
+            try:
+                reply = replies.get(timeout=left)
+            except TimeoutError:
+                return
+            # Replies to an earlier attempt of this trial (its worker died) may still wait in the queue.
+            if reply.get("step") == step:
+                break
+        if reply.get("prune"):
+            from .train import StopRun
+
+            raise StopRun(f"pruned at epoch {step} (val acc {value:.4f} below the median)")
+
+
+class Answerer:
+    """Client side of ``RemotePruning``: read the reports waiting in the queue and answer each one."""
+
+    def __init__(self, client, sweep_id: str):
+        from distributed import Queue
+
+        self.client, self.sweep_id = client, sweep_id
+        self.reports = Queue(_report_queue(sweep_id), client=client)
+        self.trials = {}  # trial number -> Optuna trial, while it runs
+
+    def poll(self) -> int:
+        """Answer every report waiting now; return how many there were."""
+        from distributed import Queue
+
+        messages = self.reports.get(batch=True)
+        for msg in messages:
+            trial = self.trials.get(msg["trial"])
+            prune = trial is not None and decide(trial, msg["step"], msg["value"])
+            Queue(_reply_queue(self.sweep_id, msg["trial"]), client=self.client).put(
+                {"step": msg["step"], "prune": bool(prune)})
+        return len(messages)
+
+
+def run_study(study, space: Space, base: dict, todo: int, client, trial, sweep_id: str, retries: int, record, bar,
+              run_dir) -> None:
+    """Run ``todo`` trials of ``study``: here one after another (``client`` None), or on ``client``'s workers.
+
+    On Dask as many trials run at once as the cluster has worker threads; each
+    next one is asked of the study when one finishes, so TPE learns from every
+    result it can. ``record(number, flags, config, row, attempts)`` writes a
+    finished trial's row before the study is told of it: a crash in between
+    leaves a row that ``settle_stale`` tells the study on ``--resume``.
+    """
+    import optuna
+
+    from .sweep import _execute, outcome, submit
+
+    prune = not isinstance(study.pruner, optuna.pruners.NopPruner)
+
+    def ask():
+        """The next trial of the study, with its flags and full config."""
+        t = study.ask(space.distributions)
+        flags = jsonable(space.point(t.params))
+        return t, flags, jsonable({**base, **flags})
+
+    if client is None:
+        for _ in range(todo):
+            t, flags, config = ask()
+            row = _execute(trial, config, sweep_id, t.number, run_dir(t.number)[0], LocalPruning(t) if prune else None)
+            record(t.number, flags, config, row, 1)
+            tell(study, t.number, row)
+        return
+    answerer = Answerer(client, sweep_id) if prune else None
+    running = {}  # future -> (trial number, flags, config)
+    asked = 0
+    try:
+        while asked < todo or running:
+            if asked < todo and len(running) < max(1, sum(client.nthreads().values())):
+                t, flags, config = ask()
+                asked += 1
+                if answerer is not None:
+                    answerer.trials[t.number] = t
+                on_epoch = RemotePruning(sweep_id, t.number) if prune else None
+                future = submit(client, trial, config, sweep_id, t.number, retries, run_dir(t.number)[0], on_epoch)
+                running[future] = (t.number, flags, config)
+                continue
+            answered = answerer.poll() if answerer is not None else 0
+            done = [future for future in running if future.done()]
+            for future in done:
+                number, flags, config = running.pop(future)
+                row, attempts = outcome(client, future, sweep_id, number, bar)
+                record(number, flags, config, row, attempts)
+                tell(study, number, row)
+                if answerer is not None:
+                    answerer.trials.pop(number, None)
+                future.release()
+            if not answered and not done:
+                time.sleep(_POLL)
+    finally:
+        client.cancel(list(running))
