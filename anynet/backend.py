@@ -59,12 +59,17 @@ def take_rows(x, indices):
     return _backends.of(x).take_rows(x, indices)
 
 
-def block_map(name: str):
-    """A ``map(f, items) -> list`` running the calls on threads, or None where threads cannot pay (see blocks)."""
+def block_map(name):
+    """A ``map(f, items) -> list`` running the calls on threads, or None where threads cannot pay (see blocks).
+
+    ``name`` is a backend's name or its object.
+    """
     if name is None:
         return None
-    backend = _backends.get(name)
-    return backend.block_map() if hasattr(backend, "block_map") else None
+    cls = type(name) if isinstance(name, _backends.Backend) else _backends.backend_class(name)
+    if not hasattr(cls, "block_map"):
+        return None  # a library without threaded updates (cupy, torch, jax), installed here or not
+    return _backends.get(name).block_map()
 
 
 def to_device(x, xp, device, dtype=None):

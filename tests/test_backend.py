@@ -153,7 +153,7 @@ def test_take_rows_is_take_along_the_first_axis(xp, device):
 def test_limit_threads_limits_anynet_blas_and_loaded_torch(monkeypatch):
     threadpoolctl = pytest.importorskip("threadpoolctl")
     torch = pytest.importorskip("torch")
-    monkeypatch.setattr(backend, "_threads", None)
+    monkeypatch.setattr(backends.numpy, "_threads", None)
     before_blas, before_torch = threadpoolctl.threadpool_info(), torch.get_num_threads()
     try:
         assert backend.limit_threads(1) == "threadpoolctl"

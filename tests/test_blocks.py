@@ -15,15 +15,22 @@ import pytest
 from blobs import halve_lr_and_zero_m_at_7, reorder_params_at_7, small_solver, straight_and_resumed
 
 from anynet import backend, blocks, optim
+from anynet.backends import numpy as numpy_backend
 
 RULES = sorted(optim.UPDATE_RULES)
+
+
+def _set_threads(monkeypatch, threads):
+    """Make anynet see ``threads()`` CPU threads: the facade's (the Solver asks it) and the NumPy backend's (its map)."""
+    monkeypatch.setattr(backend, "threads", threads)
+    monkeypatch.setattr(numpy_backend, "threads", threads)
 
 
 def _solver(backend_name, rule, in_blocks, monkeypatch, **kwargs):
     """The small Solver of ``blobs``, every parameter of two or more elements in up to 3 blocks, or none."""
     monkeypatch.setattr(blocks, "MIN_SIZE", 2)
-    monkeypatch.setattr(backend, "threads", lambda: 3)
-    monkeypatch.setattr(backend, "block_map", lambda name: backend._map_on_threads if in_blocks else None)
+    _set_threads(monkeypatch, lambda: 3)
+    monkeypatch.setattr(backend, "block_map", lambda name: numpy_backend.map_on_threads if in_blocks else None)
     return small_solver(backend_name, rule, **kwargs)
 
 
@@ -80,7 +87,7 @@ def test_an_update_in_blocks_equals_one_call(xp, device, rule):
     whole, parts = {"learning_rate": 1e-2}, blocks.split_config({"learning_rate": 1e-2}, (7, 3), rows)
     for _ in range(3):  # the first step creates the state, the next ones carry it
         expected, whole = optim.UPDATE_RULES[rule](w, dw, whole)
-        got, parts = blocks.update(optim.UPDATE_RULES[rule], w, dw, parts, rows, backend._map_on_threads)
+        got, parts = blocks.update(optim.UPDATE_RULES[rule], w, dw, parts, rows, numpy_backend.map_on_threads)
         np.testing.assert_array_equal(backend.to_numpy(got), backend.to_numpy(expected))
         w = expected
     joined = blocks.join_configs(parts)
@@ -176,8 +183,8 @@ def test_an_error_in_one_block_leaves_the_parameter_and_its_state_as_they_were(m
 
 
 def test_map_on_threads_keeps_order_waits_for_all_and_raises(monkeypatch):
-    monkeypatch.setattr(backend, "threads", lambda: 3)
-    assert backend._map_on_threads(lambda i: i * i, range(7)) == [0, 1, 4, 9, 16, 25, 36]
+    _set_threads(monkeypatch, lambda: 3)
+    assert numpy_backend.map_on_threads(lambda i: i * i, range(7)) == [0, 1, 4, 9, 16, 25, 36]
     done = []
 
     def fail_on(bad):
@@ -191,22 +198,22 @@ def test_map_on_threads_keeps_order_waits_for_all_and_raises(monkeypatch):
     for bad in (0, 2):
         done.clear()
         with pytest.raises(RuntimeError, match=f"block {bad}"):
-            backend._map_on_threads(fail_on(bad), range(4))
+            numpy_backend.map_on_threads(fail_on(bad), range(4))
         assert sorted(done) == [i for i in range(4) if i != bad]  # the others had finished
-    monkeypatch.setattr(backend, "threads", lambda: 1)
-    assert backend._map_on_threads(lambda i: -i, [1, 2]) == [-1, -2]
+    _set_threads(monkeypatch, lambda: 1)
+    assert numpy_backend.map_on_threads(lambda i: -i, [1, 2]) == [-1, -2]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # the point here
 def test_map_on_threads_works_in_a_forked_child(monkeypatch):
-    monkeypatch.setattr(backend, "threads", lambda: 2)
-    assert backend._map_on_threads(lambda i: i + 1, range(3)) == [1, 2, 3]  # the parent's pool is up
+    _set_threads(monkeypatch, lambda: 2)
+    assert numpy_backend.map_on_threads(lambda i: i + 1, range(3)) == [1, 2, 3]  # the parent's pool is up
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: its copy of the pool has no threads; the map must not wait on them forever
         signal.alarm(10)
-        os.write(write, repr(backend._map_on_threads(lambda i: i * 10, range(3))).encode())
+        os.write(write, repr(numpy_backend.map_on_threads(lambda i: i * 10, range(3))).encode())
         os._exit(0)
     os.close(write)
     _, status = os.waitpid(pid, 0)
@@ -214,17 +221,17 @@ def test_map_on_threads_works_in_a_forked_child(monkeypatch):
 
 
 def test_block_map_only_where_threads_can_pay(monkeypatch):
-    monkeypatch.setattr(backend, "threads", lambda: 2)
-    monkeypatch.setattr(backend, "_OPENBLAS_THREAD_TIMEOUT", "4")
+    _set_threads(monkeypatch, lambda: 2)
+    monkeypatch.setattr(numpy_backend, "_OPENBLAS_THREAD_TIMEOUT", "4")
     openblas = "openblas" in np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"].lower()
     assert (backend.block_map("numpy") is not None) == openblas
     assert backend.block_map("torch") is None and backend.block_map("cupy") is None
-    monkeypatch.setattr(backend, "_OPENBLAS_THREAD_TIMEOUT", "28")  # OpenBLAS's default: threads spin ~0.1 s
+    monkeypatch.setattr(numpy_backend, "_OPENBLAS_THREAD_TIMEOUT", "28")  # OpenBLAS's default: threads spin ~0.1 s
     assert backend.block_map("numpy") is None
-    monkeypatch.setattr(backend, "_OPENBLAS_THREAD_TIMEOUT", None)
+    monkeypatch.setattr(numpy_backend, "_OPENBLAS_THREAD_TIMEOUT", None)
     assert backend.block_map("numpy") is None
-    monkeypatch.setattr(backend, "_OPENBLAS_THREAD_TIMEOUT", "4")
-    monkeypatch.setattr(backend, "threads", lambda: 1)
+    monkeypatch.setattr(numpy_backend, "_OPENBLAS_THREAD_TIMEOUT", "4")
+    _set_threads(monkeypatch, lambda: 1)
     assert backend.block_map("numpy") is None
 
 
@@ -238,7 +245,7 @@ def test_block_map_goes_by_the_variable_numpy_loaded_with():
 
 
 def test_set_threads_checks_and_sets(monkeypatch):
-    monkeypatch.setattr(backend, "_threads", None)
+    monkeypatch.setattr(numpy_backend, "_threads", None)
     assert backend.threads() >= 1
     backend.set_threads(3)
     assert backend.threads() == 3
@@ -246,4 +253,4 @@ def test_set_threads_checks_and_sets(monkeypatch):
         with pytest.raises(ValueError, match="positive integer"):
             backend.set_threads(bad)
     backend.set_threads(None)
-    assert backend._threads is None
+    assert numpy_backend._threads is None

@@ -100,9 +100,16 @@ def test_predict_returns_argmax_labels(xp, backend_name):
 
 
 def test_inputs_cast_to_model_dtype(xp, backend_name):
+    for dtype, other in (("float32", np.float64), ("float64", np.float32)):
+        model = anynet.TwoLayerNet(input_dim=4, hidden_dims=3, num_classes=2, dtype=dtype, backend=backend_name)
+        scores = model.loss(np.ones((2, 4), dtype=other))
+        assert scores.dtype == getattr(xp, dtype)
+
+
+def test_two_layer_net_defaults_to_float64_as_the_course_does(xp, backend_name):
     model = anynet.TwoLayerNet(input_dim=4, hidden_dims=3, num_classes=2, backend=backend_name)
-    scores = model.loss(np.ones((2, 4), dtype=np.float64))
-    assert scores.dtype == xp.float32
+    assert model.dtype == "float64" and model.params["W1"].dtype == xp.float64
+    assert model.loss(np.ones((2, 4), dtype=np.float32)).dtype == xp.float64
 
 
 @pytest.mark.parametrize(

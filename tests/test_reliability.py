@@ -68,7 +68,7 @@ def host(x):
         ({"hidden_dims": [4], "reg": -1}, ValueError, ["reg", "[0.0, inf)", "-1"]),
         ({"hidden_dims": [4], "use_batchnorm": "yes"}, TypeError, ["use_batchnorm", "True or False", "'yes'"]),
         ({"hidden_dims": [4], "seed": -1}, ValueError, ["seed", "non-negative integer", "-1"]),
-        ({"hidden_dims": [4], "backend": "jax"}, ValueError, ["backend", "numpy", "'jax'"]),
+        ({"hidden_dims": [4], "backend": "tensorflow"}, ValueError, ["backend", "numpy", "jax", "'tensorflow'"]),
         ({"hidden_dims": [4], "device": "cuda:0"}, ValueError, ["device", "'cuda:0'", "numpy backend"]),
     ],
 )
@@ -125,9 +125,17 @@ def test_model_loss_moves_other_backends_arrays(backend_name):
     model = small_net(backend_name, dtype="float64")
     for other in anynet.available_backends():
         xp = backend.namespace(other)
-        loss, grads = model.loss(xp.asarray(X), xp.asarray(y))
+        X_other, y_other = xp.asarray(X), xp.asarray(y)
+        loss, grads = model.loss(X_other, y_other)
         assert backend.name_of(loss) == backend_name and backend.name_of(grads["W1"]) == backend_name
-        assert math.isclose(float(loss), expected, rel_tol=1e-12)
+        if backend.to_numpy(X_other).dtype != np.float64:
+            # JAX outside its 64-bit mode holds X in float32: the model computes on those values, cast to float64.
+            assert other == "jax"
+            expected_other = float(reference.loss(backend.to_numpy(X_other), backend.to_numpy(y_other))[0])
+            assert math.isclose(float(loss), expected_other, rel_tol=1e-12)
+            assert math.isclose(float(loss), expected, rel_tol=1e-5)
+        else:
+            assert math.isclose(float(loss), expected, rel_tol=1e-12)
 
 
 def test_model_scores_of_magnitude_1e4_stay_finite(backend_name):
