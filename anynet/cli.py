@@ -13,6 +13,7 @@ and ``--device`` when those are not given.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -292,11 +293,43 @@ def read_config_file(path):
     unknown = sorted(set(config) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"--config {path}: unknown key(s) {', '.join(unknown)} in its config")
-    return config
+    if config.get("iterations") is not None:
+        config = {k: v for k, v in config.items() if k != "epochs"}  # older files hold both; iterations applied
+    return _checked_as_flags(path, config)
+
+
+class _FileValueParser(ArgumentParser):
+    """The train flags, parsed from a config file's values: a bad value raises ``ValueError`` naming the file."""
+
+    def __init__(self, path):
+        super().__init__(prog="anynet train", add_help=False)
+        self.path = path
+
+    def error(self, message):
+        raise ValueError(f"--config {self.path}: {message}")
+
+
+def _checked_as_flags(path, config):
+    """``config`` checked and converted exactly as the same values typed as flags would be."""
+    parser = _FileValueParser(path)
+    add_train_flags(parser)
+    argv = []
+    for key, value in config.items():
+        if value is None or value is False:
+            continue  # the default: no flag
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, list):
+            argv += [flag, *map(str, value)]
+        else:
+            argv.append(f"{flag}={value}")
+    checked = vars(parser.parse_args(argv))
+    return {key: checked.get(key, value) for key, value in config.items()}
 
 
 def check_place(config):
-    """Check that ``config``'s backend and device can run here, naming the variable that chose them.
+    """Check that ``config``'s backend and device can run here (before any folder is made or data loaded).
 
     Raises
     ------
@@ -306,17 +339,34 @@ def check_place(config):
     ValueError
         If the device is not one of the backend's.
     """
-    from .backend import BackendUnavailableError, resolve_device
+    from .backend import resolve_device
 
-    env = environment_defaults()
-    backend = config.get("backend") or "numpy"
+    resolve_device(config.get("backend") or "numpy", config.get("device"))
+
+
+@contextlib.contextmanager
+def blame_environment(used):
+    """Add "(set by ANYNET_BACKEND=...)" to a backend or device error when those variables chose them.
+
+    ``used`` maps config keys to the values the command took from the
+    environment (``environment_defaults()`` less what flags overrode).
+    """
+    from .backend import BackendUnavailableError
+
     try:
-        resolve_device(backend, config.get("device"))
+        yield
     except (BackendUnavailableError, ValueError) as exc:
-        came = [var for key, var in ENVIRONMENT.items() if key in env and env[key] == config.get(key)]
-        if not came:
+        text = str(exc)
+        blamed = [f"{ENVIRONMENT[key]}={value}" for key, value in used.items()
+                  if repr(value) in text or f"the {value} backend" in text]
+        if not blamed:
             raise
-        raise type(exc)(f"{exc} (set by {' and '.join(f'{v}={os.environ[v]}' for v in came)})") from None
+        raise type(exc)(f"{text} (set by {' and '.join(blamed)})") from None
+
+
+def _from_environment(given):
+    """The values of ``environment_defaults()`` for the keys the flags in ``given`` leave open."""
+    return {k: v for k, v in environment_defaults().items() if given.get(k) is None}
 
 
 def add_train_parser(subparsers):
@@ -350,8 +400,10 @@ def run_train(args):
     if args.config is not None and args.resume is not None:
         raise ValueError("--config starts a new run and --resume continues one; give one of them")
     config = config_from_args(args)
+    used = _from_environment(vars(args))
     if args.resume is None or "backend" in config:
-        check_place(config)  # before any folder is made or data loaded
+        with blame_environment(used):
+            check_place(config)
     if args.tensorboard is not None:
         importlib.import_module("tensorboardX")  # missing: one line naming the extra, before training
     fresh = args.out is None and args.resume is None
@@ -362,7 +414,8 @@ def run_train(args):
     else:
         out = new_run_dir("runs")
     try:
-        metrics = train(config, out_dir=out, quiet=args.quiet, resume=args.resume, tensorboard=args.tensorboard)
+        with blame_environment(used):
+            metrics = train(config, out_dir=out, quiet=args.quiet, resume=args.resume, tensorboard=args.tensorboard)
     except KeyboardInterrupt:
         ckpt = out / "checkpoint.npz"
         hint = f"; continue with: anynet train --resume {ckpt}" if ckpt.exists() else ""
@@ -410,14 +463,17 @@ def run_evaluate(args):
     """Run ``anynet evaluate``; return the exit code."""
     from .train import evaluate
 
-    place = {**environment_defaults(), **{k: getattr(args, k) for k in ENVIRONMENT if getattr(args, k) is not None}}
-    if "backend" in place:
-        check_place(place)
-    result = evaluate(args.checkpoint, data_dir=args.data_dir, num_test=args.num_test,
-                      backend=place.get("backend"), device=place.get("device"))
+    used = _from_environment(vars(args))
+    place = {**used, **{k: getattr(args, k) for k in ENVIRONMENT if getattr(args, k) is not None}}
+    with blame_environment(used):
+        if "backend" in place:
+            check_place(place)
+        result = evaluate(args.checkpoint, data_dir=args.data_dir, num_test=args.num_test,
+                          backend=place.get("backend"), device=place.get("device"))
     print(f"val acc {result['val_acc']:.4f} ({result['num_val']} images)")
     test = "n/a" if result["test_acc"] is None else f"{result['test_acc']:.4f}"
     print(f"test acc {test} ({result['num_test']} images)")
+    print(f"on {result['backend']} {result['device']}")
     return 0
 
 
@@ -444,16 +500,11 @@ def add_bench_parser(subparsers):
     bench = load_bench()
     if bench is not None:
         return bench.add_parser(subparsers)
-    parser = subparsers.add_parser("bench", help="anynet vs PyTorch eager vs the GEMM floor (needs a source "
-                                   "checkout)", add_help=False)
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    parser.set_defaults(run=_no_bench)
-    return parser
+    # Listed in --help; main answers "anynet bench ..." before parsing its flags (NO_BENCH).
+    return subparsers.add_parser("bench", help="anynet vs PyTorch eager vs the GEMM floor (needs a source checkout)")
 
 
-def _no_bench(args):
-    """``anynet bench`` where benchmarks/bench.py is absent."""
-    raise FileNotFoundError("anynet bench needs a source checkout of anynet (benchmarks/bench.py)")
+NO_BENCH = "anynet bench needs a source checkout of anynet (benchmarks/bench.py)"
 
 
 def add_info_parser(subparsers):
@@ -496,6 +547,9 @@ def build_parser():
 def main(argv=None):
     """Entry point of the ``anynet`` command; returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"] and bench_script() is None:
+        print(f"anynet bench: error: {NO_BENCH}", file=sys.stderr)
+        return 2
     # Process-wide settings, made before NumPy loads (parsing the command line loads it).
     prepare_process(trains_with_state(argv))
     parser = build_parser()

@@ -263,3 +263,349 @@ def test_flag_value_reads_both_spellings_and_the_last_wins():
     assert cli.flag_value(["--update-rule=adam", "--update-rule", "sgd"], "--update-rule") == "sgd"
     assert cli.flag_value(["--update-rule"], "--update-rule") is None
     assert cli.flag_value(["--update-rules", "x", "--model", "fc"], "--update-rule") is None
+
+
+# --- flags: no prefixes, one name per concept -------------------------------------------------------------------
+
+
+def _exit_code(argv):
+    """Exit code of ``anynet ARGV``: returned, or raised by argparse as ``SystemExit``."""
+    try:
+        return cli.main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--lr-d", "0.9"],  # once read as --lr-decay
+        ["train", "--learning", "1e-3"],
+        ["train", "--hidden", "10"],
+        ["evaluate", "model.npz", "--num-t", "5"],
+        ["sweep", "--gri", "learning-rate=1e-3"],
+        ["bench", "--iter", "3"],
+        ["--vers"],
+    ],
+)
+def test_no_subcommand_takes_a_flag_by_its_prefix(argv, capsys):
+    assert _exit_code(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("unrecognized arguments" in err or "required" in err), err
+
+
+def test_lr_is_an_alias_of_learning_rate_not_a_prefix_of_lr_decay():
+    args = cli.build_parser().parse_args(["train", "--lr", "3e-3"])
+    assert cli.config_from_args(args) == {"learning_rate": 3e-3}
+
+
+def _options(parser, command):
+    sub = parser._subparsers._group_actions[0].choices[command]
+    return {s for action in sub._actions for s in action.option_strings}
+
+
+def test_subcommands_share_flag_names():
+    parser = cli.build_parser()
+    train_flags = _options(parser, "train")
+    shared = {"--backend", "--device", "--hidden-dims", "--batch-size", "--iterations", "--seed", "--data-dir",
+              "--num-training", "--compile", "--model"}
+    assert shared <= train_flags and shared <= _options(parser, "bench")
+    assert train_flags - {"--config", "--out", "--resume", "--tensorboard"} <= _options(parser, "sweep")
+    assert {"--backend", "--device", "--data-dir", "--num-test"} <= _options(parser, "evaluate")
+    every = set().union(*(_options(parser, c) for c in ("train", "sweep", "bench", "evaluate")))
+    assert not every & {"--hidden", "--data", "--num-train"}  # the old names of the same things
+
+
+def test_compile_flag_is_recorded_and_checked(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--data-dir", str(data_dir), *SMALL, "--iterations", "3", "--compile", "off",
+                     "--quiet", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["compile"] == "off" and metrics["compile_seconds"] == 0.0
+    assert "compiled in" not in capsys.readouterr().out  # only a run that compiled says so
+    assert _exit_code(["train", "--compile", "maybe"]) == 2
+    assert "--compile: invalid choice: 'maybe'" in capsys.readouterr().err
+
+
+# --- the environment: ANYNET_BACKEND and ANYNET_DEVICE -----------------------------------------------------------
+
+
+def test_anynet_backend_chooses_the_backend_and_a_flag_wins(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("ANYNET_BACKEND", "array_api_strict")
+    common = ["train", "--data-dir", str(data_dir), *SMALL, "--iterations", "3", "--quiet"]
+    assert cli.main([*common, "--out", str(tmp_path / "env")]) == 0
+    assert json.loads((tmp_path / "env" / "metrics.json").read_text())["backend"] == "array_api_strict"
+    assert cli.main([*common, "--backend", "numpy", "--out", str(tmp_path / "flag")]) == 0
+    assert json.loads((tmp_path / "flag" / "metrics.json").read_text())["backend"] == "numpy"
+
+
+def test_anynet_backend_and_device_reach_evaluate(tmp_path, trained, monkeypatch, capsys):
+    monkeypatch.setenv("ANYNET_BACKEND", "array_api_strict")
+    assert cli.main(["evaluate", str(trained / "model.npz")]) == 0
+    assert "on array_api_strict " in capsys.readouterr().out
+    assert cli.main(["evaluate", str(trained / "model.npz"), "--backend", "numpy"]) == 0
+    assert "on numpy cpu" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("env", "parts"),
+    [
+        ({"ANYNET_BACKEND": "mxnet"}, ["ANYNET_BACKEND must be one of", "'mxnet'"]),
+        ({"ANYNET_DEVICE": "cuda:7"}, ["'cuda:7'", "numpy", "ANYNET_DEVICE=cuda:7"]),
+        ({"ANYNET_BACKEND": "UNAVAILABLE"}, ["pip install", "ANYNET_BACKEND="]),
+    ],
+)
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_a_bad_or_unavailable_backend_from_the_environment_is_one_line(env, parts, command, tmp_path, trained,
+                                                                       monkeypatch, capsys):
+    if env.get("ANYNET_BACKEND") == "UNAVAILABLE":
+        missing = [b for b in anynet.BACKENDS if b not in anynet.available_backends()]
+        if not missing:
+            pytest.skip("every backend can run here")
+        env = {"ANYNET_BACKEND": missing[0]}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    argv = (["train", "--data-dir", str(tmp_path), "--out", str(tmp_path / "run")] if command == "train"
+            else ["evaluate", str(trained / "model.npz")])
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    for part in parts:
+        assert part in err, (part, err)
+    assert not (tmp_path / "run").exists()
+
+
+# --- --version and info -----------------------------------------------------------------------------------------
+
+
+def test_version_comes_from_the_installed_metadata(capsys, monkeypatch):
+    assert _exit_code(["--version"]) == 0
+    assert capsys.readouterr().out == f"anynet {version('anynet')}\n"
+    assert anynet.__version__ == version("anynet")
+    proc = anynet_cmd("--version")
+    assert proc.returncode == 0 and proc.stdout == f"anynet {anynet.__version__}\n"
+
+    import importlib.metadata
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    assert anynet._installed_version() == "0+unknown"
+
+
+def test_info_lists_versions_backends_gpus_and_threads(capsys):
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == f"anynet {anynet.__version__}"
+    assert any(line.startswith("Python ") for line in lines)
+    assert f"numpy {version('numpy')}" in out
+    available = anynet.available_backends()
+    for name in anynet.BACKENDS:
+        (line,) = [line for line in lines if line.startswith(f"  {name} ")]
+        if name in available:
+            assert "yes, on" in line, line
+        else:
+            assert "no: " in line and "pip install" in line, line
+    assert any(line.startswith(("GPU 0: ", "GPUs: none visible")) for line in lines)
+    assert any(line.startswith("CPU: ") for line in lines)
+    assert any(line.startswith("threads: anynet ") for line in lines)
+
+
+# --- bad input: one line, exit code 2 ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+    """A finished run of 3 iterations (one epoch)."""
+    out = tmp_path_factory.mktemp("trained")
+    assert cli.main(["train", "--data-dir", str(data_dir), *SMALL, "--iterations", "3", "--quiet",
+                     "--out", str(out)]) == 0
+    return out
+
+
+def test_resume_of_something_that_is_not_a_checkpoint_names_it(tmp_path, trained, capsys):
+    good = (trained / "checkpoint.npz").read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(good[: len(good) // 2])
+    np.savez(tmp_path / "foreign.npz", w=np.ones(3))
+    (tmp_path / "folder").mkdir()
+    cases = {
+        trained / "model.npz": "is a saved model, not a training checkpoint",
+        trained / "metrics.json": "it is a JSON file",
+        tmp_path / "truncated.npz": "it is a zip archive that is truncated or damaged",
+        tmp_path / "foreign.npz": "is a .npz file that anynet did not write",
+        tmp_path / "folder": "is a folder, not a checkpoint file",
+        trained: f"did you mean {trained / 'checkpoint.npz'}",
+    }
+    for path, what in cases.items():
+        assert cli.main(["train", "--resume", str(path), "--quiet"]) == 2, path
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(path) in err and what in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "foreign.npz", "truncated.npz"]
+
+
+def test_evaluate_refuses_a_model_of_another_input_size(tmp_path, capsys):
+    path = tmp_path / "small.npz"
+    anynet.save_model(anynet.TwoLayerNet(input_dim=100, hidden_dims=5), path)
+    assert cli.main(["evaluate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and "100 inputs per image" in err and "3072" in err
+
+
+def test_sweep_without_dask_names_the_extra(tmp_path, data_dir, monkeypatch, capsys):
+    for name in ("dask", "distributed"):
+        monkeypatch.setitem(sys.modules, name, None)  # import fails as if not installed
+    code = cli.main(["sweep", "--grid", "learning-rate=1e-3,2e-3", "--data-dir", str(data_dir), *SIZES,
+                     "--out", str(tmp_path / "sweep"), "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and 'pip install "anynet[sweep]"' in err and "Traceback" not in err
+
+
+def test_tensorboard_without_tensorboardx_names_the_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)
+    assert cli.main(["train", "--tensorboard", str(tmp_path / "tb"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and 'pip install "anynet[tensorboard]"' in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_bench_outside_a_source_checkout_says_so(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "bench_script", lambda: None)
+    assert cli.main(["bench", "--iterations", "3"]) == 2
+    assert capsys.readouterr().err == ("anynet bench: error: anynet bench needs a source checkout of anynet "
+                                       "(benchmarks/bench.py)\n")
+
+
+# --- --config: retrain a run or a sweep's best trial ------------------------------------------------------------
+
+
+def test_config_from_metrics_json_with_flags_that_override_it(tmp_path, trained, data_dir):
+    source = json.loads((trained / "metrics.json").read_text())["config"]
+    assert source["iterations"] == 3 and "epochs" not in source
+    out = tmp_path / "longer"
+    assert cli.main(["train", "--config", str(trained / "metrics.json"), "--iterations", "6", "--quiet",
+                     "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["config"] == {**source, "iterations": 6}
+    # A length flag of the other kind replaces the file's: epochs, and no iterations.
+    out = tmp_path / "epochs"
+    assert cli.main(["train", "--config", str(trained / "metrics.json"), "--epochs", "2", "--lr", "2e-3",
+                     "--quiet", "--out", str(out)]) == 0
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    expected = {k: v for k, v in source.items() if k != "iterations"}
+    assert config == {**expected, "epochs": 2, "learning_rate": 2e-3}
+
+
+def test_config_from_a_sweeps_best_json(tmp_path, data_dir):
+    config = {"hidden_dims": [12], "learning_rate": 2e-3, "batch_size": 50, "epochs": 1, "num_training": 150,
+              "num_validation": 50, "num_test": 0, "data_dir": str(data_dir), "update_rule": "sgd_momentum"}
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps({"trial": 4, "val_acc": 0.5, "test_acc": None,
+                                "flags": {"learning_rate": 2e-3}, "config": config}))
+    assert cli.trains_with_state(["train", "--config", str(best)])  # sgd_momentum keeps state
+    out = tmp_path / "run"
+    assert cli.main(["train", "--config", str(best), "--quiet", "--out", str(out)]) == 0
+    recorded = json.loads((out / "metrics.json").read_text())["config"]
+    assert {k: recorded[k] for k in config} == config
+    assert json.loads((out / "metrics.json").read_text())["iterations"] == 3
+
+
+@pytest.mark.parametrize(
+    ("content", "parts"),
+    [
+        (None, ["--config", "missing.json", "does not exist"]),
+        ("{not json", ["--config", "bad.json", "is not valid JSON"]),
+        ('{"val_acc": 0.5}', ["bad.json", 'holds no "config" object']),
+        ('[1, 2]', ["bad.json", 'holds no "config" object']),
+        ('{"config": {"learning-rate": 0.1}}', ["bad.json", "unknown key(s) learning-rate"]),
+        ('{"config": {"batch_size": "big"}}', ["bad.json", "--batch-size: invalid positive integer value: 'big'"]),
+        ('{"config": {"learning_rate": -1}}', ["bad.json", "--learning-rate", "expected a positive number"]),
+        ("FOLDER", ["is a folder", "metrics.json"]),
+    ],
+)
+def test_bad_config_files_are_one_line(content, parts, tmp_path, capsys):
+    path = tmp_path / ("missing.json" if content is None else "bad.json")
+    if content == "FOLDER":
+        path.mkdir()
+    elif content is not None:
+        path.write_text(content)
+    assert cli.main(["train", "--config", str(path), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    for part in parts:
+        assert part in err, (part, err)
+
+
+def test_config_and_resume_together_are_refused(trained, capsys):
+    assert cli.main(["train", "--config", str(trained / "metrics.json"), "--resume",
+                     str(trained / "checkpoint.npz")]) == 2
+    assert "give one of them" in capsys.readouterr().err
+
+
+# --- a run you can watch ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("every", "written_at"), [(0, [3, 6, 9, 9]), (1e9, [3, 9])])
+def test_history_and_plots_are_rewritten_at_epoch_ends_when_cheap(every, written_at, tmp_path, data_dir,
+                                                                  monkeypatch):
+    import anynet.train as train_module
+
+    monkeypatch.setattr(train_module, "_WRITE_EVERY", every)
+    real = train_module.write_history
+    seen = []
+
+    def spy(out_dir, history, model):
+        seen.append(len(history["loss_history"]))
+        real(out_dir, history, model)
+        # What a watcher reads mid-run: whole files, the history so far.
+        assert json.loads((out_dir / "history.json").read_text())["loss_history"] == history["loss_history"]
+
+    monkeypatch.setattr(train_module, "write_history", spy)
+    d = get_cifar10_data(data_dir, 150, 50, 0, download=False)
+    metrics = train({"hidden_dims": 20, "batch_size": 50, "epochs": 3}, out_dir=tmp_path, data=d, quiet=True)
+    # Every epoch when writing is cheap next to training (every=0), else the first epoch and the end only.
+    assert seen == written_at
+    assert metrics["write_seconds"] >= 0.0
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv", newline="")))
+    assert [int(r["iteration"]) for r in rows] == [3, 6, 9]  # metrics.csv gets every epoch regardless
+
+
+def _read_events(folder):
+    """``{tag: [(step, value)]}`` from the TensorBoard event files in ``folder`` (TFRecord framing)."""
+    from tensorboardX.proto import event_pb2
+
+    found = {}
+    for path in folder.iterdir():
+        data = path.read_bytes()
+        i = 0
+        while i < len(data):
+            (length,) = struct.unpack("<Q", data[i:i + 8])
+            event = event_pb2.Event.FromString(data[i + 12:i + 12 + length])
+            i += 12 + length + 4
+            for value in event.summary.value:
+                found.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return found
+
+
+def test_tensorboard_gets_every_loss_and_each_epochs_figures(tmp_path, data_dir):
+    pytest.importorskip("tensorboardX")
+    d = get_cifar10_data(data_dir, 150, 50, 0, download=False)
+    board = tmp_path / "tb"
+    train({"hidden_dims": 20, "batch_size": 50, "epochs": 2}, out_dir=tmp_path / "run", data=d, quiet=True,
+          tensorboard=board)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    events = _read_events(board)
+    assert [step for step, _ in events["train/loss"]] == list(range(1, 7))
+    assert [v for _, v in events["train/loss"]] == pytest.approx(history["loss_history"], rel=1e-6)
+    assert [step for step, _ in events["accuracy/val"]] == [3, 6]
+    assert [v for _, v in events["accuracy/val"]] == pytest.approx(history["val_acc_history"][1:], rel=1e-6)
+    assert [v for _, v in events["train/learning_rate"]] == pytest.approx([1e-3, 0.95e-3])
+
+
+def test_config_of_an_older_metrics_json_keeps_the_length_that_applied(tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps({"config": {**DEFAULTS, "epochs": 10, "iterations": 300}}))
+    config = cli.read_config_file(path)
+    assert config["iterations"] == 300 and "epochs" not in config
+    assert config == {k: v for k, v in DEFAULTS.items() if k not in ("epochs", "iterations")} | {"iterations": 300}
