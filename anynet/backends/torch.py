@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import types
 
 from .base import Backend
 
@@ -67,9 +68,23 @@ class TorchBackend(Backend):
 
         # On a GPU, CUDA graphs ("reduce-overhead") replay the step's launches as one.
         mode = "reduce-overhead" if self.on_gpu else None
-        return compiled_call(self.torch.compile(step, fullgraph=True, dynamic=False, mode=mode))
+        return compiled_call(self.torch.compile(_own_code(step), fullgraph=True, dynamic=False, mode=mode))
 
     def compile_count(self):
         from torch._dynamo.utils import counters
 
         return counters["stats"]["unique_graphs"]
+
+
+def _own_code(fn):
+    """``fn`` (a function or bound method) with a code object of its own.
+
+    Dynamo keeps its compiled graphs per code object, at most eight: every
+    model's step is the same method (``TrainStep._step``), so without this the
+    ninth model of a process would find the cache full. A copy of the code
+    gives each step its own cache.
+    """
+    func = getattr(fn, "__func__", fn)
+    copy = types.FunctionType(func.__code__.replace(), func.__globals__, func.__name__, func.__defaults__,
+                              func.__closure__)
+    return types.MethodType(copy, fn.__self__) if hasattr(fn, "__self__") else copy
