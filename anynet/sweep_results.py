@@ -169,32 +169,44 @@ def plot_results(out_dir, rows, keys) -> Path | None:
     write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
     varied = [k for k in keys if len({format_value(r.get(k)) for r in done}) > 1]
     if len(varied) >= 2:
-        plot_map(out_dir, done, *varied[:2])
+        plot_map(out_dir, rows, *varied[:2])
     return path
 
 
 def map_cells(rows, x_key, y_key):
     """The trials of ``rows`` as a grid over two flags, when they form one; else None.
 
-    Returns ``(xs, ys, acc)``: the distinct values of each flag, sorted, and
-    the best validation accuracy of the trials at each (y, x) cell (NaN where
-    none ran). Points drawn from ranges rarely share values: when the grid
-    would be more than half empty, None (``plot_map`` then draws a scatter).
+    Returns ``(xs, ys, acc, notes)``: the distinct values of each flag among
+    the trials that ran (sorted), the best validation accuracy of the finished
+    trials at each (y, x) cell (NaN where none finished), and at each cell
+    where none finished the status of those that ran there (``error``,
+    ``pruned``; empty where nothing ran). Points drawn from ranges rarely
+    share values: when the grid would be more than half empty, None
+    (``plot_map`` then draws a scatter).
     """
-    done = [r for r in rows if r.get("status") == "ok" and r.get("val_acc") is not None]
+    ran = [r for r in rows if r.get("status") in ("ok", "pruned", "error") and x_key in r and y_key in r]
+    done = [r for r in ran if r.get("status") == "ok" and r.get("val_acc") is not None]
     labels = {}
     for key in (x_key, y_key):
-        values = {format_value(r.get(key)): r.get(key) for r in done}
+        values = {format_value(r[key]): r[key] for r in ran}
         labels[key] = sorted(values, key=lambda t: (_sort_key(values[t]), t))
     xs, ys = labels[x_key], labels[y_key]
-    filled = {(format_value(r.get(x_key)), format_value(r.get(y_key))) for r in done}
+    filled = {(format_value(r[x_key]), format_value(r[y_key])) for r in ran}
     if not done or len(filled) * 2 < len(xs) * len(ys):
         return None
     acc = [[math.nan] * len(xs) for _ in ys]
-    for r in done:
-        i, j = ys.index(format_value(r.get(y_key))), xs.index(format_value(r.get(x_key)))
-        acc[i][j] = r["val_acc"] if math.isnan(acc[i][j]) else max(acc[i][j], r["val_acc"])
-    return xs, ys, acc
+    notes = [[""] * len(xs) for _ in ys]
+    for r in ran:
+        i, j = ys.index(format_value(r[y_key])), xs.index(format_value(r[x_key]))
+        if r in done:
+            acc[i][j] = r["val_acc"] if math.isnan(acc[i][j]) else max(acc[i][j], r["val_acc"])
+        elif not notes[i][j] or r["status"] == "pruned":
+            notes[i][j] = r["status"]
+    for i, line in enumerate(acc):
+        for j, value in enumerate(line):
+            if not math.isnan(value):
+                notes[i][j] = ""
+    return xs, ys, acc, notes
 
 
 def _sort_key(value):
@@ -206,9 +218,10 @@ def plot_map(out_dir, rows, x_key, y_key) -> Path | None:
     """Draw validation accuracy over two flags into ``out_dir/val_acc_map.png``, as CS231n draws lr x reg.
 
     Trials on a grid fill its cells (the best when several share one, the
-    value written in each); points drawn from ranges are a scatter coloured
-    by accuracy, on log axes for learning rate, reg and weight scale. The best
-    trial is starred. Returns the path, or None when no trial finished.
+    value written in each, or ``error`` or ``pruned`` where no trial
+    finished); points drawn from ranges are a scatter coloured by accuracy,
+    on log axes for learning rate, reg and weight scale, pruned trials as grey
+    crosses. The best trial is framed or starred. Returns the path, or None when no trial finished.
     """
     done = [r for r in rows if r.get("status") == "ok" and r.get("val_acc") is not None]
     if not done:
@@ -220,25 +233,35 @@ def plot_map(out_dir, rows, x_key, y_key) -> Path | None:
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     best = best_row(done)
-    cells = map_cells(done, x_key, y_key)
+    cells = map_cells(rows, x_key, y_key)
     if cells is not None:
-        xs, ys, acc = cells
+        from matplotlib.patches import Rectangle
+
+        xs, ys, acc, notes = cells
         image = ax.imshow(acc, origin="lower", cmap="viridis", aspect="auto")
         ax.set_xticks(range(len(xs)), xs)
         ax.set_yticks(range(len(ys)), ys)
+        middle = (image.norm.vmin + image.norm.vmax) / 2
         for i, line in enumerate(acc):
             for j, value in enumerate(line):
-                if not math.isnan(value):
-                    ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=8, color="white")
+                text = notes[i][j] if math.isnan(value) else f"{value:.3f}"
+                dark = math.isnan(value) or value > middle  # dark text on the bright end of viridis and on blanks
+                ax.text(j, i, text, ha="center", va="center", fontsize=9, color="black" if dark else "white")
         bx, by = xs.index(format_value(best[x_key])), ys.index(format_value(best[y_key]))
+        ax.add_patch(Rectangle((bx - 0.5, by - 0.5), 1, 1, fill=False, edgecolor="tab:red", linewidth=2.5,
+                               label="best"))
     else:
         image = ax.scatter([r[x_key] for r in done], [r[y_key] for r in done], c=[r["val_acc"] for r in done],
                            cmap="viridis", s=60, edgecolors="none")
+        stopped = [r for r in rows if r.get("status") == "pruned" and x_key in r and y_key in r]
+        if stopped:
+            ax.scatter([r[x_key] for r in stopped], [r[y_key] for r in stopped], marker="x", color="0.5",
+                       label="pruned")
         for key, set_scale in ((x_key, ax.set_xscale), (y_key, ax.set_yscale)):
             if key in LOG_KEYS and min(r[key] for r in done) > 0:
                 set_scale("log")
-        bx, by = best[x_key], best[y_key]
-    ax.scatter([bx], [by], marker="*", s=220, color="tab:red", edgecolors="white", label="best")
+        ax.scatter([best[x_key]], [best[y_key]], marker="*", s=220, color="tab:red", edgecolors="white",
+                   label="best")
     ax.set_xlabel(x_key.replace("_", "-"))
     ax.set_ylabel(y_key.replace("_", "-"))
     ax.set_title("validation accuracy")

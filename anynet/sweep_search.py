@@ -136,10 +136,10 @@ def make_sampler(space: Space, seed: int):
 
 
 def _startup(trials: int) -> int:
-    """Trials drawn at random before TPE (or the median pruner) starts to use the results.
+    """Trials drawn at random before TPE starts to use the results (the median pruner waits for at most 5).
 
     Optuna's defaults (10 and 5) assume hundreds of trials; a sweep of nine
-    would then be a random search. A third of the budget, from 1 to 10.
+    would then be a random search, unpruned. A third of the budget, from 1 to 10.
     """
     return max(1, min(10, trials // 3))
 
@@ -166,7 +166,7 @@ def open_study(out_dir, space: Space, trials: int, prune: bool, seed: int, resum
                 f"{out_dir} already holds a study ({STUDY_DB}); resume it (--resume) or choose another output folder"
             )
         storage = f"sqlite:///{path.resolve()}"
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=_startup(trials), n_warmup_steps=0) if prune
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=min(_startup(trials), 5), n_warmup_steps=0) if prune
               else optuna.pruners.NopPruner())
     study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction="maximize", load_if_exists=True,
                                 sampler=optuna.samplers.RandomSampler(seed=seed), pruner=pruner)

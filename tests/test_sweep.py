@@ -536,9 +536,10 @@ def test_map_cells_are_the_best_of_each_grid_cell_and_none_for_scattered_points(
     rows = [dict(_row(i, lr, acc), reg=reg) for i, (lr, reg, acc) in enumerate(
         [(1e-3, 0.1, 0.4), (1e-3, 0.5, 0.3), (1e-4, 0.1, 0.2), (1e-4, 0.1, 0.25), (1e-4, 0.5, None)])]
     rows[4]["status"] = "error"
-    xs, ys, acc = map_cells(rows, "learning_rate", "reg")
+    xs, ys, acc, notes = map_cells(rows, "learning_rate", "reg")
     assert xs == ["0.0001", "0.001"] and ys == ["0.1", "0.5"]
     assert acc[0] == [0.25, 0.4] and acc[1][1] == 0.3 and math.isnan(acc[1][0])
+    assert notes == [["", ""], ["error", ""]]
     scattered = [dict(_row(i, 10.0 ** -i, 0.1 * i), reg=0.1 * i) for i in range(1, 6)]
     assert map_cells(scattered, "learning_rate", "reg") is None
 
