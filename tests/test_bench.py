@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from cifar_files import write_cifar10
 
-from benchmarks import bench
 from anynet.data import get_cifar10_data
+from benchmarks import bench
 
 
 def test_bench_reports_three_contestants_and_ratios(backend_name):
