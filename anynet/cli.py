@@ -127,6 +127,12 @@ class ArgumentParser(argparse.ArgumentParser):
     def __init__(self, *args, allow_abbrev=False, **kwargs):
         super().__init__(*args, allow_abbrev=allow_abbrev, **kwargs)
 
+    def add_argument(self, *args, **kwargs):
+        """``argparse``'s ``add_argument``; a required flag says so in ``--help`` (usage alone shows it unbracketed)."""
+        if kwargs.get("required") and kwargs.get("help") not in (None, argparse.SUPPRESS):
+            kwargs["help"] = f"{kwargs['help']} (required)"
+        return super().add_argument(*args, **kwargs)
+
     def error(self, message):
         """Print ``prog: error: message`` and exit with code 2."""
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -554,9 +560,13 @@ def main(argv=None):
     prepare_process(trains_with_state(argv))
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
     except SystemExit as exc:  # --help, --version, or a flag argparse rejected (already reported)
         return exc.code
+    if unknown:  # reported by the subcommand, whose --help lists its flags
+        print(f"anynet {args.command}: error: unrecognized arguments: {' '.join(unknown)} "
+              f"(see anynet {args.command} --help)", file=sys.stderr)
+        return 2
     if args.command == "train":
         from .backend import keep_freed_memory
 

@@ -617,3 +617,20 @@ def test_config_of_an_older_metrics_json_keeps_the_length_that_applied(tmp_path)
     config = cli.read_config_file(path)
     assert config["iterations"] == 300 and "epochs" not in config
     assert config == {k: v for k, v in DEFAULTS.items() if k not in ("epochs", "iterations")} | {"iterations": 300}
+
+
+def test_required_flags_say_so_in_help():
+    parser = cli.build_parser()
+    for name, sub in parser._subparsers._group_actions[0].choices.items():
+        for action in sub._actions:
+            if action.required and action.option_strings:  # positionals are required by their nature
+                assert action.help.endswith("(required)"), (name, action.option_strings)
+    demo = cli.ArgumentParser(prog="demo")
+    demo.add_argument("--must", required=True, help="a flag")
+    assert "a flag (required)" in demo.format_help()
+
+
+def test_unknown_flags_are_reported_by_their_subcommand(capsys):
+    assert cli.main(["evaluate", "model.npz", "--frobnicate"]) == 2
+    assert capsys.readouterr().err == ("anynet evaluate: error: unrecognized arguments: --frobnicate "
+                                       "(see anynet evaluate --help)\n")
