@@ -3,11 +3,14 @@
 import csv
 import json
 import os
+import re
+import shlex
 import stat
 import struct
 import subprocess
 import sys
 from importlib.metadata import version
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -634,3 +637,27 @@ def test_unknown_flags_are_reported_by_their_subcommand(capsys):
     assert cli.main(["evaluate", "model.npz", "--frobnicate"]) == 2
     assert capsys.readouterr().err == ("anynet evaluate: error: unrecognized arguments: --frobnicate "
                                        "(see anynet evaluate --help)\n")
+
+
+def _readme_commands():
+    """Every ``anynet SUBCOMMAND FLAGS...`` the README shows, in bash blocks or inline code, as argv lists."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    found = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            match = re.search(r"(?:^|\s)anynet ((?:train|evaluate|sweep|bench|info)\b[^#]*)", line)
+            if match:
+                found.append(match.group(1))
+    found += re.findall(r"`anynet ((?:train|evaluate|sweep|bench|info)\b[^`]*)`", text)
+    return [shlex.split(command) for command in found]
+
+
+def test_readme_commands_use_flags_the_parser_knows(capsys):
+    commands = [argv for argv in _readme_commands() if len(argv) > 1 and "--help" not in argv and "..." not in argv]
+    assert len(commands) >= 12 and {argv[0] for argv in commands} >= {"train", "evaluate", "sweep", "bench"}
+    parser = cli.build_parser()
+    for argv in commands:
+        try:
+            parser.parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"README: anynet {' '.join(argv)}: {capsys.readouterr().err.strip()}")
