@@ -72,6 +72,7 @@ def parse_args(argv):
     p.add_argument("--num-iters", type=int, default=1000, help="SGD iterations per net (the course: 1000)")
     p.add_argument("--batch-size", type=int, default=200)
     p.add_argument("--reg", type=float, default=0.25)
+    p.add_argument("--std", type=float, default=1e-4, help="initial weight scale (the notebook: the default, 1e-4)")
     p.add_argument("--rates", type=float, nargs="+", default=list(RATES), help="learning rates to try")
     p.add_argument("--decays", type=float, nargs="+", default=list(DECAYS), help="learning-rate decays to try")
     p.add_argument("--no-subopt", action="store_true", help="skip the sub-optimal net")
@@ -94,7 +95,7 @@ def main(argv=None):
     D, H, C = X_train.shape[1], args.hidden_size, 10
 
     def train(rate, decay):
-        net = TwoLayerNet(D, H, C, backend=args.backend)
+        net = TwoLayerNet(D, H, C, std=args.std, backend=args.backend)
         net.train(X_train, y_train, X_val, y_val, num_iters=args.num_iters, batch_size=args.batch_size,
                   learning_rate=rate, learning_rate_decay=decay, reg=args.reg, verbose=args.verbose)
         return net, accuracy(net, X_val, y_val)
