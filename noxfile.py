@@ -7,7 +7,7 @@ import nox
 nox.options.sessions = ["tests", "lint"]
 nox.options.reuse_existing_virtualenvs = True
 
-BACKENDS = ["numpy", "array_api_strict", "torch", "cupy"]
+BACKENDS = ["numpy", "array_api_strict", "torch", "jax", "cupy"]
 
 
 @nox.session

@@ -70,6 +70,11 @@ class TorchBackend(Backend):
         mode = "reduce-overhead" if self.on_gpu else None
         return compiled_call(self.torch.compile(_own_code(step), fullgraph=True, dynamic=False, mode=mode))
 
+    def compile_pays(self):
+        """On a GPU, where the eager step is ~36 launches paced by the host; on a CPU the gain is small
+        beside the compilation's 5-20 s (benchmarks/RESULTS.md), so ``compile="auto"`` stays eager there."""
+        return self.on_gpu
+
     def compile_count(self):
         from torch._dynamo.utils import counters
 
