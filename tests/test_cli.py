@@ -661,3 +661,17 @@ def test_readme_commands_use_flags_the_parser_knows(capsys):
             parser.parse_args(argv)
         except SystemExit:
             pytest.fail(f"README: anynet {' '.join(argv)}: {capsys.readouterr().err.strip()}")
+
+
+def test_the_best_trial_of_a_sweep_trains_again_with_one_command(tmp_path, data_dir, capsys):
+    sweep = tmp_path / "sweep"
+    assert cli.main(["sweep", "--grid", "learning-rate=1e-3,2e-3", "--workers", "0", "--data-dir", str(data_dir),
+                     *SIZES, "--hidden-dims", "12", "--batch-size", "50", "--iterations", "3", "--out", str(sweep),
+                     "--quiet"]) == 0
+    best = json.loads((sweep / "best.json").read_text())
+    out = tmp_path / "again"
+    assert cli.main(["train", "--config", str(sweep / "best.json"), "--iterations", "6", "--quiet",
+                     "--out", str(out)]) == 0
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert config["learning_rate"] == best["config"]["learning_rate"] and config["hidden_dims"] == [12]
+    assert config["iterations"] == 6 and "epochs" not in config
