@@ -6,17 +6,31 @@ file in the same folder, is flushed to disk and renamed over the target, so a
 reader (or a crash) sees the old file or the new one, never half of one.
 ``tempfile.mkstemp`` creates its file with mode 0600 whatever the umask; the
 file is given ``0o666 & ~umask`` before the rename, as ``open`` would have.
+
+A writer killed mid-write leaves its temporary file behind. Each writer
+holds a lock on its temporary file until the rename (POSIX), so a later
+write of the same file removes temporaries that no live process holds and
+that have not changed for ``STALE_SECONDS``.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["umask", "write_atomic"]
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, so no cleanup of a dead writer's temporaries either
+    fcntl = None
+
+__all__ = ["STALE_SECONDS", "umask", "write_atomic"]
+
+STALE_SECONDS = 60.0
 
 
 def umask() -> int:
@@ -73,7 +87,10 @@ def write_atomic(path, data: bytes | str | Callable[[BinaryIO], object]) -> Path
     folder = path.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f:
+        f = os.fdopen(fd, "wb")
+        try:
+            if fcntl is not None:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # held until after the rename: this writer is alive
             if callable(data):
                 data(f)
             else:
@@ -82,12 +99,38 @@ def write_atomic(path, data: bytes | str | Callable[[BinaryIO], object]) -> Path
             if hasattr(os, "fchmod"):  # absent on Windows, where mkstemp's file is writable anyway
                 os.fchmod(f.fileno(), 0o666 & ~umask())
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+            if fcntl is None:
+                f.close()  # Windows renames no open file
+            os.replace(tmp, path)
+        finally:
+            f.close()
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(folder)
+    _remove_stale_temporaries(path)
     return path
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporaries of ``path`` left by dead writers: unlocked and unchanged for ``STALE_SECONDS``."""
+    if fcntl is None:
+        return
+    old = time.time() - STALE_SECONDS
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            fd = os.open(stale, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            # A live writer holds the lock (or has only just made its file: the age test covers that moment).
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fd).st_mtime < old:
+                stale.unlink(missing_ok=True)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 def _fsync_dir(folder) -> None:

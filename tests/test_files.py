@@ -58,3 +58,22 @@ def test_bad_data_and_missing_folder_are_named(tmp_path):
     with pytest.raises(FileNotFoundError):
         write_atomic(tmp_path / "no" / "f", "x")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(files.fcntl is None, reason="needs POSIX advisory locks")
+def test_a_later_write_removes_only_a_dead_writers_old_temporaries(tmp_path):
+    import fcntl
+
+    old = [tmp_path / ".metrics.json.dead.tmp", tmp_path / ".metrics.json.alive.tmp"]
+    fresh = tmp_path / ".metrics.json.fresh.tmp"  # just made by a writer that has not locked it yet
+    other = tmp_path / ".history.json.dead.tmp"  # another file's
+    for path in (*old, fresh, other):
+        path.write_bytes(b"torn")
+    long_ago = os.stat(fresh).st_mtime - 2 * files.STALE_SECONDS
+    for path in (*old, other):
+        os.utime(path, (long_ago, long_ago))
+    with open(old[1], "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # a live writer's lock
+        write_atomic(tmp_path / "metrics.json", "{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["metrics.json", old[1].name, fresh.name, other.name])
