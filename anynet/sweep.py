@@ -164,6 +164,13 @@ def _execute(trial, config: dict, sweep_id: str, index: int, run_dir=None, on_ep
         row.update({name: None for name in METRICS})
         row.update(status="error", error=f"{type(exc).__name__}: {exc}")
         row["traceback"] = traceback.format_exc(limit=-4)
+    finally:
+        close = getattr(on_epoch, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:  # tidying up must not turn a result into an error
+                pass
     return row
 
 

@@ -180,7 +180,8 @@ def open_study(out_dir, space: Space, trials: int, prune: bool, seed: int, resum
             f"{', '.join('the train flags' if c == 'base' else '--' + c for c in changed)}"
         )
     # Seeded afresh past the trials already there: a resumed random search must not draw its first points again.
-    study.sampler = make_sampler(space, seed + len(study.trials))
+    # Not the grid: its seed orders the grid, and the trials in the study name their points by that order.
+    study.sampler = make_sampler(space, seed if space.sampler == "grid" else seed + len(study.trials))
     return study
 
 
@@ -188,17 +189,22 @@ def settle_stale(study, rows) -> None:
     """Close the study's trials left running by a sweep that stopped: with their result when one was recorded.
 
     A trial whose row was written just before the crash keeps its result; one
-    that was still training counts as failed (and another trial takes its place).
+    that was still training counts as failed, and its point is queued to be
+    trained again (the grid sampler would otherwise count it as visited).
     """
     import optuna
 
     by_trial = {row["trial"]: row for row in rows}
     for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        tell(study, frozen.number, by_trial.get(frozen.number))
+        tell(study, frozen.number, by_trial.get(frozen.number), frozen.params)
 
 
-def tell(study, number: int, row) -> None:
-    """Tell the study how trial ``number`` ended, from its row (None: it did not finish)."""
+def tell(study, number: int, row, params) -> None:
+    """Tell the study how trial ``number`` ended, from its row (None: it did not finish).
+
+    A trial that did not finish, or whose workers kept dying (``lost``), fails
+    in the study and its ``params`` are queued for a trial to come.
+    """
     import optuna
 
     state = optuna.trial.TrialState
@@ -209,6 +215,8 @@ def tell(study, number: int, row) -> None:
         study.tell(number, state=state.PRUNED, skip_if_finished=True)
     else:
         study.tell(number, state=state.FAIL, skip_if_finished=True)
+        if status in (None, "lost"):
+            study.enqueue_trial(dict(params))
 
 
 def decide(trial, step: int, value) -> bool:
@@ -253,20 +261,28 @@ class LocalPruning:
 class RemotePruning:
     """``on_epoch`` of a trial on a Dask worker: send the epoch's val_acc to the client and wait for its decision.
 
-    Picklable; the queues are looked up by name on the worker.
+    Picklable; the queues are looked up by name on the worker, once per
+    attempt, and released by ``close`` when the trial ends (a scheduler that
+    outlives many sweeps keeps no queue of theirs).
     """
 
     def __init__(self, sweep_id: str, index: int):
         self.sweep_id, self.index = sweep_id, index
+        self._queues = None
+
+    def __getstate__(self):
+        return {"sweep_id": self.sweep_id, "index": self.index, "_queues": None}
 
     def __call__(self, row):
         """Report, wait for the answer to this very step, and stop the run (``StopRun``) if it says prune."""
         from distributed import Queue
 
+        if self._queues is None:
+            self._queues = (Queue(_report_queue(self.sweep_id)), Queue(_reply_queue(self.sweep_id, self.index)))
+        reports, replies = self._queues
         step = epoch_step(row)
         value = row.get("val_acc")
-        Queue(_report_queue(self.sweep_id)).put({"trial": self.index, "step": step, "value": value})
-        replies = Queue(_reply_queue(self.sweep_id, self.index))
+        reports.put({"trial": self.index, "step": step, "value": value})
         deadline = time.monotonic() + _REPLY_TIMEOUT
         while True:
             left = deadline - time.monotonic()
@@ -284,6 +300,12 @@ class RemotePruning:
 
             raise StopRun(f"pruned at epoch {step} (val acc {value:.4f} below the median)")
 
+    def close(self):
+        """Release this attempt's hold on the queues."""
+        for queue in self._queues or ():
+            queue.close()
+        self._queues = None
+
 
 class Answerer:
     """Client side of ``RemotePruning``: read the reports waiting in the queue and answer each one."""
@@ -294,6 +316,7 @@ class Answerer:
         self.client, self.sweep_id = client, sweep_id
         self.reports = Queue(_report_queue(sweep_id), client=client)
         self.trials = {}  # trial number -> Optuna trial, while it runs
+        self.replies = {}  # trial number -> its reply queue, once it reported
 
     def poll(self) -> int:
         """Answer every report waiting now; return how many there were."""
@@ -301,11 +324,26 @@ class Answerer:
 
         messages = self.reports.get(batch=True)
         for msg in messages:
-            trial = self.trials.get(msg["trial"])
+            number = msg["trial"]
+            trial = self.trials.get(number)
             prune = trial is not None and decide(trial, msg["step"], msg["value"])
-            Queue(_reply_queue(self.sweep_id, msg["trial"]), client=self.client).put(
-                {"step": msg["step"], "prune": bool(prune)})
+            if number not in self.replies:
+                self.replies[number] = Queue(_reply_queue(self.sweep_id, number), client=self.client)
+            self.replies[number].put({"step": msg["step"], "prune": bool(prune)})
         return len(messages)
+
+    def done(self, number: int) -> None:
+        """Trial ``number`` has finished: forget it and release its reply queue."""
+        self.trials.pop(number, None)
+        queue = self.replies.pop(number, None)
+        if queue is not None:
+            queue.close()
+
+    def close(self) -> None:
+        """Release every queue this sweep still holds."""
+        for number in list(self.replies):
+            self.done(number)
+        self.reports.close()
 
 
 def run_study(study, space: Space, base: dict, todo: int, client, trial, sweep_id: str, retries: int, record, bar,
@@ -335,10 +373,10 @@ def run_study(study, space: Space, base: dict, todo: int, client, trial, sweep_i
             t, flags, config = ask()
             row = _execute(trial, config, sweep_id, t.number, run_dir(t.number)[0], LocalPruning(t) if prune else None)
             record(t.number, flags, config, row, 1)
-            tell(study, t.number, row)
+            tell(study, t.number, row, t.params)
         return
     answerer = Answerer(client, sweep_id) if prune else None
-    running = {}  # future -> (trial number, flags, config)
+    running = {}  # future -> (trial number, flags, config, Optuna params)
     asked = 0
     try:
         while asked < todo or running:
@@ -349,19 +387,21 @@ def run_study(study, space: Space, base: dict, todo: int, client, trial, sweep_i
                     answerer.trials[t.number] = t
                 on_epoch = RemotePruning(sweep_id, t.number) if prune else None
                 future = submit(client, trial, config, sweep_id, t.number, retries, run_dir(t.number)[0], on_epoch)
-                running[future] = (t.number, flags, config)
+                running[future] = (t.number, flags, config, t.params)
                 continue
             answered = answerer.poll() if answerer is not None else 0
             done = [future for future in running if future.done()]
             for future in done:
-                number, flags, config = running.pop(future)
+                number, flags, config, params = running.pop(future)
                 row, attempts = outcome(client, future, sweep_id, number, bar)
                 record(number, flags, config, row, attempts)
-                tell(study, number, row)
+                tell(study, number, row, params)
                 if answerer is not None:
-                    answerer.trials.pop(number, None)
+                    answerer.done(number)
                 future.release()
             if not answered and not done:
                 time.sleep(_POLL)
     finally:
         client.cancel(list(running))
+        if answerer is not None:
+            answerer.close()

@@ -24,6 +24,7 @@ from anynet.cli import main as cli_main
 from anynet.sweep import run_trial, sweep
 from anynet.sweep_grid import LOG_KEYS, expand_grid, parse_grid, sample_grid
 from anynet.sweep_results import map_cells, read_results, write_results
+from anynet.sweep_search import Space, make_sampler
 from anynet.train import StopRun, train
 
 try:
@@ -494,6 +495,40 @@ def test_pruning_decisions_reach_trials_on_two_dask_workers(client, tmp_path):
     rows = sweep(grid, {}, client=client, sampler="grid", prune=True, trial=_fake_trial, out_dir=tmp_path, plot=False)
     assert len(rows) == 7 and {r["worker"] for r in rows} <= set(client.scheduler_info()["workers"])
     _check_pruning(rows, tmp_path, sequential=False)
+    # The queues that carried the reports and decisions are gone from the scheduler.
+    assert client.run_on_scheduler(_sweep_queues) == []
+
+
+def _sweep_queues(dask_scheduler):
+    """The names of the anynet sweep queues the scheduler holds."""
+    return [name for name in dask_scheduler.extensions["queues"].queues if name.startswith("anynet-sweep-")]
+
+
+@needs_optuna
+def test_resuming_a_search_that_crashed_settles_the_trials_it_left_running(tmp_path):
+    import optuna
+
+    grid = ["learning-rate=0.9,0.8,0.3,0.2"]
+    sweep(grid, {}, workers=0, sampler="grid", prune=True, trials=2, trial=_fake_trial, out_dir=tmp_path,
+          plot=False)
+    # A crash: trial 2 was training, and trial 3 had its row written but the study not yet told.
+    space = Space(parse_grid(grid), "grid")
+    space.budget = 4
+    study = optuna.load_study(study_name="anynet-sweep", storage=f"sqlite:///{tmp_path / 'study.db'}",
+                              sampler=make_sampler(space, seed=0))
+    study.ask(space.distributions)
+    finished = study.ask(space.distributions)
+    rows = read_results(tmp_path)
+    rows.append({**rows[0], "trial": finished.number, "learning_rate": finished.params["learning_rate"],
+                 "val_acc": finished.params["learning_rate"]})
+    write_results(tmp_path, rows)
+    rows = sweep(grid, {}, workers=0, sampler="grid", prune=True, trials=4, trial=_fake_trial, out_dir=tmp_path,
+                 resume=True, plot=False)
+    assert [r["trial"] for r in rows] == [0, 1, 3, 4]
+    assert sorted(r["learning_rate"] for r in rows) == [0.2, 0.3, 0.8, 0.9]
+    states = {t.number: t.state.name for t in optuna.load_study(
+        study_name="anynet-sweep", storage=f"sqlite:///{tmp_path / 'study.db'}").trials}
+    assert states[2] == "FAIL" and states[3] == "COMPLETE" and "RUNNING" not in states.values()
 
 
 @needs_optuna
