@@ -19,8 +19,7 @@ import math
 
 import numpy as np
 
-from . import backend as _backend
-from . import checks
+from . import backends, checks
 from .layers import _affine_backward, affine_forward, relu_backward, relu_forward, softmax_loss
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -50,20 +49,6 @@ def _host_minibatch(rng, num_train, batch_size):
     return rng.choice(num_train, batch_size)
 
 
-def _dtype_name(dtype):
-    """``"float32"`` or ``"float64"`` for a dtype given as a string or a NumPy type."""
-    name = getattr(_backend, "dtype_name", None)
-    if name is not None:
-        return name(dtype)
-    try:
-        text = dtype if isinstance(dtype, str) else np.dtype(dtype).name
-    except TypeError:
-        text = None
-    if text not in _backend.DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(_backend.DTYPES)} (a name or NumPy type); got {dtype!r}")
-    return text
-
-
 class TwoLayerNet:
     """``affine - relu - affine - softmax`` with the first notebook's API.
 
@@ -82,7 +67,8 @@ class TwoLayerNet:
         Parameters are kept, and inputs cast, in this dtype. float64 (the
         course computes in NumPy's default) by default.
     backend, device : optional
-        Where the net computes; default ``anynet.get_backend()``.
+        Where the net computes: a backend name (default ``anynet.get_backend()``)
+        or object, and one of its devices.
 
     Attributes
     ----------
@@ -99,11 +85,9 @@ class TwoLayerNet:
         C = checks.integer("output_size", output_size)
         std = checks.real("std", std, 0.0)
         self.seed = checks.seed(seed)
-        self.backend = _backend.get_backend() if backend is None else _backend.check_backend_name(backend)
-        self.xp = _backend.namespace(self.backend)
-        self.device = _backend.resolve_device(self.backend, device)
-        self.dtype = _dtype_name(dtype)
-        self._dtype = _backend.dtype_of(self.xp, self.dtype)
+        self.dtype = backends.dtype_name(dtype)
+        self.backend = backends.get(backend, device)
+        self._dtype = self.backend.dtype(self.dtype)
         self.input_size, self.hidden_size, self.output_size = D, H, C
         self._rng = _host_generator(self.seed)
         # Both weight matrices are drawn before either moves, in the course's order.
@@ -117,9 +101,19 @@ class TwoLayerNet:
             "b2": zeros(C, dtype=self._dtype, device=self.device),
         }
 
+    @property
+    def xp(self):
+        """The Array API namespace of the net's backend."""
+        return self.backend.xp
+
+    @property
+    def device(self):
+        """The device the parameters live on."""
+        return self.backend.device
+
     def _to_device(self, x):
         """``x`` as an array of this net's backend, device and dtype (no copy when it already is one)."""
-        return _backend.to_device(x, self.xp, self.device, self._dtype)
+        return self.backend.to_device(x, self._dtype)
 
     def _input(self, name, X):
         """Images ``X`` on the device, checked to have ``input_size`` features per row."""
@@ -137,7 +131,7 @@ class TwoLayerNet:
         if y.ndim != 1 or y.shape[0] != N:
             raise ValueError(f"{name} must have shape ({N},) to match the images; got shape {tuple(y.shape)}")
         checks.check_label_range(name, y, self.output_size)
-        return _backend.to_device(y, self.xp, self.device)
+        return self.backend.to_device(y)
 
     def _weights(self):
         """``W1, b1, W2, b2`` on the device; hand-assigned arrays are moved there."""
@@ -235,7 +229,7 @@ class TwoLayerNet:
         batch_size = checks.integer("batch_size", batch_size)
         if not isinstance(verbose, bool):
             raise TypeError(f"verbose must be True or False; got {verbose!r}")
-        xp, device = self.xp, self.device
+        xp, backend = self.xp, self.backend
         X = self._input("X", X)
         y = self._labels("y", y, X.shape[0])
         X_val = self._input("X_val", X_val)
@@ -253,12 +247,12 @@ class TwoLayerNet:
 
         def flush():
             if pending:
-                losses.extend(_backend.to_numpy(xp.stack(pending)).tolist())
+                losses.extend(backend.to_numpy(xp.stack(pending)).tolist())
                 pending.clear()
 
         for it in range(num_iters):
-            idx = xp.asarray(_host_minibatch(self._rng, num_train, batch_size), device=device)
-            X_batch, y_batch = xp.take(X, idx, axis=0), xp.take(y, idx, axis=0)
+            idx = backend.asarray(_host_minibatch(self._rng, num_train, batch_size))
+            X_batch, y_batch = backend.take_rows(X, idx), backend.take_rows(y, idx)
             loss, grads = self._loss(X_batch, y_batch, reg)
             pending.append(loss)
             for k, w in params.items():
@@ -280,13 +274,11 @@ class TwoLayerNet:
         }
 
     def _count_correct(self, X, y):
-        """0-d int64 device count of the rows of device images ``X`` predicted as ``y``."""
-        xp = self.xp
-        pred = xp.argmax(self._scores(X)[0], axis=1)
-        return xp.sum(xp.astype(pred == y, xp.int64))
+        """0-d integer device count of the rows of device images ``X`` predicted as ``y``."""
+        return self.xp.count_nonzero(self.xp.argmax(self._scores(X)[0], axis=1) == y)
 
     def _fractions(self, counts, N):
         """Device counts over ``N`` as Python floats, read in one transfer: ``mean(pred == y)`` to the last bit."""
         if not counts:
             return []
-        return [c / N for c in _backend.to_numpy(self.xp.stack(counts)).tolist()]
+        return [c / N for c in self.backend.to_numpy(self.xp.stack(counts)).tolist()]
