@@ -5,6 +5,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import signal
 import socket
 import stat
@@ -195,6 +196,7 @@ def test_in_process_sweep_records_failures_writes_everything_and_resumes(data_ro
     assert len(calls) == 4 and [r["status"] for r in rows] == ["ok"] * 4
     assert [r["worker"] for r in rows] == ["in-process"] * 4
     assert (out / "val_acc.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "val_acc_map.png").read_bytes()[:4] == b"\x89PNG"  # two flags swept: the map too
     # Every trial trained into its own run folder, with what anynet train writes.
     assert [r["run_dir"] for r in rows] == [f"trials/{i:04d}" for i in range(4)]
     for row in rows:
@@ -615,6 +617,11 @@ def test_the_command_checks_sampler_flags_and_keeps_random_as_an_alias(data_root
     out = capsys.readouterr()
     assert "--random is deprecated; use --sampler random --trials 2" in out.err and "2 trials, 0 failed" in out.out
     rows = read_results(tmp_path / "c")
+    assert (tmp_path / "c" / "val_acc.png").exists() and not (tmp_path / "c" / "val_acc_map.png").exists()
+    assert cli_main(["sweep", *grid, "--sampler", "tpe", "--trials", "2", "--prune", "--out", str(tmp_path / "d"),
+                     *flags]) == 0
+    assert re.search(r"^2 trials, 0 failed, [012] pruned; results in ", capsys.readouterr().out, re.M)
+    assert len(read_results(tmp_path / "d")) == 2 and (tmp_path / "d" / "study.db").exists()
     again = sweep(["learning-rate=1e-4,1e-2"], {**_base(data_root), "hidden_dims": [20]}, workers=0,
                   sampler="random", trials=2)
     assert [r["learning_rate"] for r in rows] == [r["learning_rate"] for r in again]
