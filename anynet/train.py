@@ -175,10 +175,12 @@ def accuracy(model, X, y, batch_size=1000):
     xp = model.xp
     X = _backend.to_device(X, xp, model.device, getattr(model, "_dtype", None))
     y = _backend.to_device(y, xp, model.device)
-    correct = xp.zeros((), dtype=xp.int64, device=model.device)
+    # Counted in the library's default integer type: int64, or int32 in JAX's default mode (no warning).
+    count = xp.asarray(0, device=model.device).dtype
+    correct = xp.zeros((), dtype=count, device=model.device)
     for start in range(0, N, batch_size):
         stop = min(start + batch_size, N)
-        correct = correct + xp.sum(xp.astype(model.predict(X[start:stop, ...]) == y[start:stop], xp.int64))
+        correct = correct + xp.sum(xp.astype(model.predict(X[start:stop, ...]) == y[start:stop], count))
     return int(correct) / N
 
 
@@ -209,6 +211,11 @@ def _backend_name(model):
     return getattr(model.backend, "name", model.backend)
 
 
+def _compile_seconds(solver):
+    """Seconds the Solver has spent compiling so far (0.0 when it runs eagerly)."""
+    return float(getattr(solver, "compile_seconds", 0.0))
+
+
 def _learning_rate(config, solver):
     """The learning rate of the epoch that ends at ``solver.t``, without reading the Solver's optimizer state.
 
@@ -228,6 +235,7 @@ class _Monitor:
         self.bar = None
         self.mark = (time.perf_counter(), solver.t)
         self.losses_seen = len(solver.loss_history)
+        self.compiled = _compile_seconds(solver)
 
     def start(self):
         """Open the progress bar (unless quiet)."""
@@ -261,7 +269,8 @@ class _Monitor:
     def report(self, solver):
         """Hand the row of the epoch that just ended to the sinks and write its line."""
         now, t0 = time.perf_counter(), self.mark[1]
-        seconds = now - self.mark[0]
+        compiled, self.compiled = self.compiled, _compile_seconds(solver)
+        seconds = now - self.mark[0] - (self.compiled - compiled)  # compiling is not training
         rate = (solver.t - t0) * solver.batch_size / max(seconds, 1e-9)
         losses = solver.loss_history[self.losses_seen:]  # on the host: the Solver flushed them at the epoch end
         self.losses_seen = len(solver.loss_history)
@@ -499,7 +508,7 @@ def train(config, out_dir=None, data=None, quiet=False, resume=None, tensorboard
         monitor.close()
         if board is not None:
             board.close()
-    compile_seconds = float(getattr(solver, "compile_seconds", 0.0))
+    compile_seconds = _compile_seconds(solver)
     seconds = time.perf_counter() - start - compile_seconds
     X_test, y_test = data.get("X_test"), data.get("y_test")
     metrics = {

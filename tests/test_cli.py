@@ -649,7 +649,8 @@ def _readme_commands():
             if match:
                 found.append(match.group(1))
     found += re.findall(r"`anynet ((?:train|evaluate|sweep|bench|info)\b[^`]*)`", text)
-    return [shlex.split(command) for command in found]
+    # A choice written as {auto,on,off} stands for each of its values: the first is parsed.
+    return [[re.sub(r"^\{([^,}]*)[,}].*$", r"\1", token) for token in shlex.split(command)] for command in found]
 
 
 def test_readme_commands_use_flags_the_parser_knows(capsys):
