@@ -15,12 +15,14 @@ front; a TPE search, or any sweep with pruning, is an Optuna study
 
 from __future__ import annotations
 
+import inspect
 import sys
 import threading
 import traceback
 import uuid
 import warnings
 from collections import Counter, OrderedDict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -266,6 +268,22 @@ def _local_client(workers):
     return Client(cluster), cluster
 
 
+def _config_only(trial, config, out_dir=None, on_epoch=None):
+    """Call a ``trial(config)`` written before trials had run folders and pruning."""
+    return trial(config)
+
+
+def _takes_run_arguments(trial) -> bool:
+    """Whether ``trial`` accepts the ``out_dir`` and ``on_epoch`` keywords (or any keyword)."""
+    try:
+        params = inspect.signature(trial).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: assume the current contract
+        return True
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return True
+    return {"out_dir", "on_epoch"} <= set(params)
+
+
 def _check_args(sampler, trials, workers, trial, random):
     """Check the sweep's arguments; return (sampler, trials) with the deprecated ``random=N`` applied."""
     if random is not None:
@@ -340,7 +358,9 @@ def sweep(grid, base_config=None, client=None, *, scheduler=None, workers=None, 
         ``trial(config, out_dir=None, on_epoch=None) -> metrics`` run for each
         point; default ``run_trial``, which calls ``anynet.train.train`` on
         data loaded once per worker. Runs on the workers, so it must be
-        importable (or picklable) there.
+        importable (or picklable) there. A ``trial(config)`` without those
+        keywords is called with the config alone: its trials get no run
+        folder written for them and are never pruned.
     retries : int
         Dask retries of a trial task that fails outside ``trial`` (a trial
         that raises is recorded, not retried). A trial whose worker dies is
@@ -372,6 +392,8 @@ def sweep(grid, base_config=None, client=None, *, scheduler=None, workers=None, 
     """
     trial = run_trial if trial is None else trial
     sampler, trials = _check_args(sampler, trials, workers, trial, random)
+    if not _takes_run_arguments(trial):
+        trial = partial(_config_only, trial)
     grid = parse_grid(grid)
     keys = list(grid)
     base = _base(base_config)

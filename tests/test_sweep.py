@@ -293,15 +293,18 @@ def test_local_cluster_matches_in_process_and_loads_data_once_per_worker(client,
     assert set(client.run(_anynet_threads).values()) == {1}  # no update threads beside the other workers'
 
 
-def _stall_once(marker, config, **kwargs):
-    """Run the trial; but the first run of the trial at learning rate 1.5e-3, 40 hidden units waits to be killed."""
+def _stall_once(marker, config):
+    """Run the trial; but the first run of the trial at learning rate 1.5e-3, 40 hidden units waits to be killed.
+
+    Takes the config alone, as trials did before they had run folders: the sweep still calls it.
+    """
     if config["learning_rate"] == 1.5e-3 and config["hidden_dims"] == [40] and not os.path.exists(marker):
         with open(marker + ".tmp", "w") as f:
             f.write(str(os.getpid()))
         os.replace(marker + ".tmp", marker)
         time.sleep(60)
         raise RuntimeError("this worker should have been killed")
-    return run_trial(config, **kwargs)
+    return run_trial(config)
 
 
 @needs_dask
