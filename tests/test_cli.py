@@ -418,7 +418,7 @@ def test_info_lists_versions_backends_gpus_and_threads(capsys):
         if name in available:
             assert "yes, on" in line, line
         else:
-            assert "no: " in line and "pip install" in line, line
+            assert "no: " in line and ("pip install" in line or "GPU" in line), line  # the package, or a GPU
     assert any(line.startswith(("GPU 0: ", "GPUs: none visible")) for line in lines)
     assert any(line.startswith("CPU: ") for line in lines)
     assert any(line.startswith("threads: anynet ") for line in lines)
@@ -676,3 +676,19 @@ def test_the_best_trial_of_a_sweep_trains_again_with_one_command(tmp_path, data_
     config = json.loads((out / "metrics.json").read_text())["config"]
     assert config["learning_rate"] == best["config"]["learning_rate"] and config["hidden_dims"] == [12]
     assert config["iterations"] == 6 and "epochs" not in config
+
+
+def test_packaging_one_version_a_license_and_py_typed():
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    assert project["project"]["version"] == version("anynet") == anynet.__version__
+    assert "__version__ = \"" not in (root / "anynet" / "__init__.py").read_text(encoding="utf-8")  # one source
+    assert project["project"]["license"] == {"text": "MIT"}
+    license_text = (root / "LICENSE").read_text(encoding="utf-8")
+    assert license_text.startswith("MIT License\n\nCopyright (c) 2026 anynet developers\n")
+    assert "py.typed" in project["tool"]["setuptools"]["package-data"]["anynet"]
+    assert (root / "anynet" / "py.typed").is_file()
+    extras = project["project"]["optional-dependencies"]
+    assert {"jax", "jax-cuda12", "jax-cuda13", "tensorboard", "sweep"} <= set(extras)
+    assert any(req.startswith("optuna") for req in extras["sweep"])
