@@ -262,6 +262,9 @@ def config_from_args(args):
         # One length applies: a length flag replaces the file's, whichever of epochs or iterations it has.
         if "epochs" in given or "iterations" in given:
             saved = {k: v for k, v in saved.items() if k not in ("epochs", "iterations")}
+        # The file's device belongs to the file's backend (a GPU worker's "cuda:0", say), not to another one.
+        if config.get("backend", saved.get("backend")) != saved.get("backend"):
+            saved.pop("device", None)
         config = {**saved, **config}
     return config
 

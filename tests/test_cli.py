@@ -692,3 +692,15 @@ def test_packaging_one_version_a_license_and_py_typed():
     extras = project["project"]["optional-dependencies"]
     assert {"jax", "jax-cuda12", "jax-cuda13", "tensorboard", "sweep"} <= set(extras)
     assert any(req.startswith("optuna") for req in extras["sweep"])
+
+
+def test_a_config_files_device_stays_with_its_backend(tmp_path, data_dir):
+    config = {"backend": "torch", "device": "cuda:0", "hidden_dims": [12], "batch_size": 50, "iterations": 3,
+              "num_training": 150, "num_validation": 50, "num_test": 0, "data_dir": str(data_dir)}
+    path = tmp_path / "best.json"
+    path.write_text(json.dumps({"config": config}))
+    out = tmp_path / "run"
+    # Retrained on the CPU with a flag: the GPU worker's device is left behind with its backend.
+    assert cli.main(["train", "--config", str(path), "--backend", "numpy", "--quiet", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["backend"] == "numpy" and metrics["config"]["device"] is None
