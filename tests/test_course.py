@@ -204,6 +204,20 @@ def test_epochs_are_a_true_division_as_in_the_homework():
     assert all(a * 7 == round(a * 7) for a in stats["val_acc_history"])
 
 
+def test_train_reads_the_device_once_per_epoch(backend_name, monkeypatch):
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((400, D)), rng.integers(0, C, 400)
+    net = TwoLayerNet(D, H, C, seed=0, backend=backend_name)
+    reads = []
+    to_numpy = net.backend.to_numpy
+    monkeypatch.setattr(net.backend, "to_numpy", lambda x: reads.append(tuple(x.shape)) or to_numpy(x))
+    stats = net.train(X, y, X[:50], y[:50], batch_size=20, num_iters=100)
+    # Epochs of 20 iterations start at 0, 20, 40, 60, 80: the losses come back at each and at the end (six reads),
+    # then each accuracy history in one read. No read per iteration.
+    assert reads == [(1,), (20,), (20,), (20,), (20,), (19,), (5,), (5,)]
+    assert len(stats["loss_history"]) == 100 and len(stats["val_acc_history"]) == 5
+
+
 def test_verbose_prints_every_hundred_iterations(capsys):
     X, y = toy_data()
     stats = toy_net("numpy").train(X, y, X, y, num_iters=201, verbose=True)
