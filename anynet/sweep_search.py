@@ -21,7 +21,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .sweep_grid import LOG_KEYS, _kind, format_value
+from .sweep_grid import LOG_KEYS, _kind, _round, format_value
 from .sweep_results import canonical, jsonable
 
 SAMPLERS = ("grid", "random", "tpe")
@@ -50,13 +50,6 @@ def require(module: str, what: str):
 def _encode(value):
     """A grid value as an Optuna categorical choice (tuples of widths become ``100x100``)."""
     return value if isinstance(value, (bool, int, float, str)) or value is None else format_value(value)
-
-
-def _round(value: float, digits: int = 3) -> float:
-    """Round ``value`` to ``digits`` significant digits, as ``sample_grid`` does, so tables stay readable."""
-    if value == 0 or not math.isfinite(value):
-        return value
-    return round(value, digits - 1 - math.floor(math.log10(abs(value))))
 
 
 class Space:
@@ -96,10 +89,6 @@ class Space:
         """The swept flags and their encoded values, for ``GridSampler``."""
         return {key: [_encode(v) for v in values] for key, values in self.choices.items()}
 
-    def size(self) -> int:
-        """How many points the grid has (the product of its value counts)."""
-        return math.prod(len(v) for v in self.grid.values())
-
     def point(self, params: dict) -> dict:
         """The flags of the trial whose Optuna params are ``params``."""
         point = {}
@@ -116,8 +105,8 @@ class Space:
         return point
 
 
-def make_sampler(space: Space, seed: int):
-    """The Optuna sampler ``space.sampler`` names, seeded with ``seed``."""
+def make_sampler(space: Space, seed: int, trials: int):
+    """The Optuna sampler ``space.sampler`` names, seeded with ``seed``, for a study of ``trials`` trials."""
     import optuna
 
     if space.sampler == "grid":
@@ -132,7 +121,7 @@ def make_sampler(space: Space, seed: int):
         return GridSampler(space.grid_space(), seed=seed)
     if space.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=_startup(space.budget))
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=_startup(trials))
 
 
 def _startup(trials: int) -> int:
@@ -150,18 +139,18 @@ def open_study(out_dir, space: Space, trials: int, prune: bool, seed: int, resum
     Raises
     ------
     ValueError
-        ``out_dir`` holds a study of another search (other sampler, grid,
-        pruning or shared flags), or results without a study.
+        ``out_dir`` holds a study and ``resume`` is false, or it holds the
+        study of another search (other sampler, grid, pruning or shared flags).
+    MissingDependency
+        optuna is not installed.
     """
     optuna = require("optuna", f"--sampler {space.sampler}" + (" --prune" if prune else ""))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space.budget = trials
     plan = {"sampler": space.sampler, "prune": bool(prune), "grid": canonical(space.grid), "base": canonical(base)}
     storage = None
     if out_dir is not None:
         path = Path(out_dir) / STUDY_DB
-        existed = path.exists()
-        if existed and not resume:
+        if path.exists() and not resume:
             raise ValueError(
                 f"{out_dir} already holds a study ({STUDY_DB}); resume it (--resume) or choose another output folder"
             )
@@ -181,7 +170,7 @@ def open_study(out_dir, space: Space, trials: int, prune: bool, seed: int, resum
         )
     # Seeded afresh past the trials already there: a resumed random search must not draw its first points again.
     # Not the grid: its seed orders the grid, and the trials in the study name their points by that order.
-    study.sampler = make_sampler(space, seed if space.sampler == "grid" else seed + len(study.trials))
+    study.sampler = make_sampler(space, seed if space.sampler == "grid" else seed + len(study.trials), trials)
     return study
 
 

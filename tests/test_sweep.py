@@ -518,9 +518,8 @@ def test_resuming_a_search_that_crashed_settles_the_trials_it_left_running(tmp_p
           plot=False)
     # A crash: trial 2 was training, and trial 3 had its row written but the study not yet told.
     space = Space(parse_grid(grid), "grid")
-    space.budget = 4
     study = optuna.load_study(study_name="anynet-sweep", storage=f"sqlite:///{tmp_path / 'study.db'}",
-                              sampler=make_sampler(space, seed=0))
+                              sampler=make_sampler(space, seed=0, trials=4))
     study.ask(space.distributions)
     finished = study.ask(space.distributions)
     rows = read_results(tmp_path)
