@@ -16,6 +16,7 @@ front; a TPE search, or any sweep with pruning, is an Optuna study
 from __future__ import annotations
 
 import inspect
+import math
 import sys
 import threading
 import traceback
@@ -402,7 +403,7 @@ def sweep(grid, base_config=None, client=None, *, scheduler=None, workers=None, 
         require("optuna", f"--sampler {sampler}" + (" --prune" if prune else ""))
     if not (client is None and scheduler is None and workers == 0):
         require("distributed", "a sweep on Dask workers (--workers 0 runs trials in this process)")
-    size = len(expand_grid(grid))
+    size = math.prod(len(values) for values in grid.values())  # without listing the points: a range has two
     if sampler == "grid" and trials is not None and trials > size:
         raise ValueError(f"trials must be at most the grid's {size} points for the grid sampler; got {trials}")
     rows, previous = [], []
