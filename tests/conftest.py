@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from anynet import backend
+from anynet import backend, backends
 
 # Only the named backends run when ANYNET_TEST_BACKENDS is set (the nox sessions
 # and the GPU check use it); otherwise every backend that can run here does.
@@ -32,6 +32,12 @@ def backend_name(request):
         if name in _WANTED and name != "cupy":
             pytest.fail(f"backend {name} was asked for but cannot run: {why}")
         pytest.skip(why)
+    if name == "jax":
+        # JAX computes in 32 bits until something asks for float64 (a float64 model does, through the backend's
+        # dtype), then for the rest of the process. Tests build float64 arrays directly, and their outcome must
+        # not hang on whether an earlier test made a float64 model: 64-bit mode on from the first JAX test.
+        backend_obj = backends.get("jax")
+        backend_obj.dtype("float64")
     return name
 
 
@@ -72,3 +78,24 @@ def repo_script():
         return module
 
     return load
+
+
+def param_loss(model, name, X, y, **loss_kwargs):
+    """``f`` for a numerical gradient check of ``model.params[name]``: the loss of ``model`` on ``X, y``.
+
+    Where arrays are mutable it is the course's ``lambda _: model.loss(X, y)[0]``: the check perturbs the
+    parameter where it lies. JAX's arrays are immutable, so there ``f`` computes from its argument, put in
+    ``model.params[name]`` for the one call and the parameter restored afterwards.
+    """
+    if model.backend.mutable:
+        return lambda _: model.loss(X, y, **loss_kwargs)[0]
+    original = model.params[name]
+
+    def f(W):
+        model.params[name] = W
+        try:
+            return model.loss(X, y, **loss_kwargs)[0]
+        finally:
+            model.params[name] = original
+
+    return f

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from array_api_compat import device as device_of
-from conftest import tolerance
+from conftest import param_loss, tolerance
 
 from anynet import FullyConnectedNet, backend, load_model, save_model
 from anynet.gradient_check import eval_numerical_gradient, eval_numerical_gradient_array, rel_error
@@ -205,7 +205,7 @@ def _check_net_gradients(model, X, y, h=1e-5):
     _, grads = model.loss(X, y)
     assert set(grads) == set(model.params)
     for name in sorted(model.params):
-        num = eval_numerical_gradient(lambda _: model.loss(X, y)[0], model.params[name], verbose=False, h=h)
+        num = eval_numerical_gradient(param_loss(model, name, X, y), model.params[name], verbose=False, h=h)
         if name[0] == "b" and name[1:].isdigit() and model.use_batchnorm and int(name[1:]) < model.num_layers:
             # A bias right before batch normalization has an exactly-zero gradient.
             assert np.abs(_np(num)).max() < 1e-8, name

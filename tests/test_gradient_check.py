@@ -1,8 +1,9 @@
 """The numerical gradient helpers themselves, on every backend."""
 
 import numpy as np
+import pytest
 
-from anynet import backend
+from anynet import backend, backends
 from anynet.gradient_check import (
     eval_numerical_gradient,
     eval_numerical_gradient_array,
@@ -39,3 +40,46 @@ def test_rel_error(xp, device):
     a = xp.asarray([1.0, 2.0], dtype=xp.float64, device=device)
     assert rel_error(a, a) == 0.0
     assert abs(rel_error(a, a * 1.1) - 0.1 / 2.1) < 1e-12
+
+
+def test_f_closing_over_x_is_perturbed_in_place_or_refused(xp, device, backend_name):
+    """The course's ``f`` ignores its argument and reads the array ``x`` was taken from.
+
+    Where arrays are mutable the checks perturb ``x`` where it lies, so that works. JAX's arrays are immutable:
+    such an ``f`` would give a zero gradient, so each check refuses it with an error that says what to write.
+    """
+    x = xp.asarray([[1.0, -2.0], [0.5, 3.0]], dtype=xp.float64, device=device)
+    df = xp.asarray([[1.0, 2.0], [-1.0, 0.5]], dtype=xp.float64, device=device)
+    before = backend.to_numpy(x)
+    scalar, array = (lambda _: xp.sum(x**3)), (lambda _: x**3)
+    if backends.get(backend_name).mutable:
+        grad = eval_numerical_gradient(scalar, x, verbose=False)
+        np.testing.assert_allclose(backend.to_numpy(grad), 3 * before**2, rtol=1e-8)
+        grad = eval_numerical_gradient_array(array, x, df)
+        np.testing.assert_allclose(backend.to_numpy(grad), 3 * before**2 * backend.to_numpy(df), rtol=1e-8)
+        errors = grad_check_sparse(scalar, x, 3 * x**2, num_checks=3, seed=0)
+        assert max(errors) < 1e-8
+    else:
+        for check in (lambda: eval_numerical_gradient(scalar, x, verbose=False),
+                      lambda: eval_numerical_gradient_array(array, x, df),
+                      lambda: grad_check_sparse(scalar, x, 3 * x**2, num_checks=3, seed=0)):
+            with pytest.raises(ValueError, match="immutable") as exc_info:
+                check()
+            assert "must compute from its argument" in str(exc_info.value)
+            assert "net.params['W1'] = W" in str(exc_info.value)
+    np.testing.assert_array_equal(backend.to_numpy(x), before)
+
+
+def test_functions_invariant_to_a_shift_are_not_mistaken_for_closures(xp, device):
+    """Softmax's loss does not change when a row of scores shifts as a whole; its gradient is still checked."""
+    x = xp.asarray([[0.2, -0.4, 1.0], [0.3, 0.1, -0.2]], dtype=xp.float64, device=device)
+
+    def f(v):
+        shifted = v - xp.max(v, axis=1, keepdims=True)
+        return xp.sum(xp.log(xp.sum(xp.exp(shifted), axis=1)) - shifted[:, 0])
+
+    grad = eval_numerical_gradient(f, x, verbose=False)
+    p = np.exp(backend.to_numpy(x))
+    p /= p.sum(axis=1, keepdims=True)
+    p[:, 0] -= 1
+    np.testing.assert_allclose(backend.to_numpy(grad), p, rtol=1e-7)

@@ -81,6 +81,7 @@ class Backend:
     namespace_module = ""  # the Array API namespace (array-api-compat's wrapper where the library needs one)
     install = ""  # the command that installs what is missing
     can_compile = False  # whether ``compile`` returns a compiled step
+    mutable = True  # whether arrays can be assigned into in place (``x[i] = v``); JAX's cannot
 
     def __init__(self, device=None):
         why = self.why_unavailable()

@@ -24,6 +24,7 @@ class JaxBackend(Backend):
     namespace_module = "jax.numpy"
     install = 'pip install "anynet[jax]" (CPU), or "anynet[jax-cuda12]" / "anynet[jax-cuda13]" for NVIDIA GPUs'
     can_compile = True
+    mutable = False
 
     def __init__(self, device=None):
         self.jax = importlib.import_module("jax")
