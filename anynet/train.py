@@ -362,11 +362,13 @@ class _RunFolder:
         if keep_until is not None and self.csv.is_file():
             with open(self.csv, newline="", encoding="utf-8") as f:
                 for row in csv.DictReader(f):
+                    if None in row.values() or None in row:
+                        continue  # a row cut short (or run on) by a crash mid-write
                     try:
                         if int(row["iteration"]) <= keep_until:  # later rows are trained again now
                             rows.append(row)
-                    except (KeyError, TypeError, ValueError):
-                        continue  # a row cut short by a crash
+                    except (KeyError, ValueError):
+                        continue
         text = io.StringIO()
         writer = csv.DictWriter(text, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()

@@ -704,3 +704,16 @@ def test_a_config_files_device_stays_with_its_backend(tmp_path, data_dir):
     assert cli.main(["train", "--config", str(path), "--backend", "numpy", "--quiet", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["backend"] == "numpy" and metrics["config"]["device"] is None
+
+
+def test_resume_drops_a_metrics_row_torn_by_a_crash(tmp_path, data_dir):
+    out = tmp_path / "run"
+    common = ["--data-dir", str(data_dir), *SMALL, "--quiet"]
+    assert cli.main(["train", *common, "--iterations", "3", "--out", str(out)]) == 0
+    header, row = (out / "metrics.csv").read_text().splitlines()
+    assert row.startswith("1,3,")
+    # Killed while appending the row of the epoch its checkpoint holds: the row is cut short.
+    (out / "metrics.csv").write_text(f"{header}\n{row[:8]}")
+    assert cli.main(["train", "--resume", str(out / "checkpoint.npz"), "--iterations", "6", "--quiet"]) == 0
+    rows = list(csv.DictReader(open(out / "metrics.csv", newline="")))
+    assert [r["iteration"] for r in rows] == ["6"] and None not in rows[0].values() and rows[0]["val_acc"]
