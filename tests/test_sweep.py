@@ -607,6 +607,7 @@ def test_a_missing_dependency_is_one_line_naming_the_extra(module, args, data_ro
     assert not (tmp_path / "out" / "results.json").exists()
 
 
+@needs_optuna
 def test_the_command_checks_sampler_flags_and_keeps_random_as_an_alias(data_root, tmp_path, capsys, no_run_plots):
     flags = ["--data-dir", str(data_root), "--num-training", "150", "--num-validation", "50", "--num-test", "100",
              "--hidden-dims", "20", "--epochs", "1", "--batch-size", "50", "--workers", "0", "--quiet"]
