@@ -221,7 +221,7 @@ class AnynetRun:
         self.sync()
 
     def __call__(self):
-        """Seconds for one ``Solver.train()`` of ``iterations`` steps, compilation not counted (it is reported apart)."""
+        """Seconds for one ``Solver.train()`` of ``iterations`` steps; compiling is not counted (reported apart)."""
         start = time.perf_counter()
         self.solver.train()
         self.sync()
