@@ -590,6 +590,9 @@ def main(argv=None):
     except (FloatingPointError, OSError) as exc:
         print(f"{prog}: failed: {_one_line(exc)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # train and sweep say how to go on; elsewhere there is nothing to keep
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
 
 
 def _one_line(exc):

@@ -717,3 +717,12 @@ def test_resume_drops_a_metrics_row_torn_by_a_crash(tmp_path, data_dir):
     assert cli.main(["train", "--resume", str(out / "checkpoint.npz"), "--iterations", "6", "--quiet"]) == 0
     rows = list(csv.DictReader(open(out / "metrics.csv", newline="")))
     assert [r["iteration"] for r in rows] == ["6"] and None not in rows[0].values() and rows[0]["val_acc"]
+
+
+def test_ctrl_c_outside_training_is_one_line(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_info", interrupted)
+    assert cli.main(["info"]) == 130
+    assert capsys.readouterr().err == "anynet info: interrupted\n"
