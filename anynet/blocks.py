@@ -19,6 +19,8 @@ import math
 
 from array_api_compat import array_namespace, is_array_api_obj
 
+from . import backends
+
 # Parameters with fewer elements are updated in one piece. Two cores, float32 (benchmarks/RESULTS.md):
 # Adam gains nothing on 3072x100 (307k) and loses on 512x256 (dispatching to a thread costs ~0.1 ms);
 # it gains 26% on 1024x512 (524k) and 45% on 3072x512.
@@ -63,6 +65,9 @@ def update(rule, w, dw, configs, rows, map):
     bit for bit, to ``rule(w, dw, join_configs(configs))`` for an elementwise rule.
     """
     xp = array_namespace(w, dw)
+    if not backends.of(w).mutable:  # JAX: no writes into a shared output; the new blocks are concatenated
+        results = map(lambda i: rule(w[rows[i], ...], dw[rows[i], ...], configs[i]), range(len(rows)))
+        return xp.concat([rule_w for rule_w, _ in results], axis=0), [config for _, config in results]
     next_w = xp.empty_like(w)
 
     def block(i):

@@ -27,11 +27,14 @@ def _set_threads(monkeypatch, threads):
 
 
 def _solver(backend_name, rule, in_blocks, monkeypatch, **kwargs):
-    """The small Solver of ``blobs``, every parameter of two or more elements in up to 3 blocks, or none."""
+    """The small Solver of ``blobs``, every parameter of two or more elements in up to 3 blocks, or none.
+
+    Eager steps: blocks are how an eager update spreads over threads (a compiled step has none).
+    """
     monkeypatch.setattr(blocks, "MIN_SIZE", 2)
     _set_threads(monkeypatch, lambda: 3)
     monkeypatch.setattr(backend, "block_map", lambda name: numpy_backend.map_on_threads if in_blocks else None)
-    return small_solver(backend_name, rule, **kwargs)
+    return small_solver(backend_name, rule, **{"compile": False, **kwargs})
 
 
 def _assert_same_run(a, b):

@@ -14,9 +14,9 @@ RULES = sorted(optim.UPDATE_RULES)
 
 
 def _solver(backend_name, rule, fuse, monkeypatch, **kwargs):
-    """The small Solver of ``blobs``, fused or not."""
+    """The small Solver of ``blobs``, fused or not: eager steps (a compiled step is one function, fused its own way)."""
     monkeypatch.setattr(backend, "on_gpu", lambda name, device: fuse)
-    return small_solver(backend_name, rule, **kwargs)
+    return small_solver(backend_name, rule, **{"compile": False, **kwargs})
 
 
 def _host(arrays):
