@@ -67,7 +67,7 @@ def block_map(name):
     if name is None:
         return None
     cls = type(name) if isinstance(name, _backends.Backend) else _backends.backend_class(name)
-    if not hasattr(cls, "block_map"):
+    if cls.block_map is _backends.Backend.block_map:
         return None  # a library without threaded updates (cupy, torch, jax), installed here or not
     return _backends.get(name).block_map()
 

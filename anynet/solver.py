@@ -8,7 +8,8 @@ import secrets
 import time
 
 from . import backend as _backend
-from . import blocks, checks, flat, optim
+from . import checks, optim
+from .optimizers import Optimizer
 from .step import TrainStep
 
 _DEFAULTS = {
@@ -135,18 +136,12 @@ class Solver:
         self._train_step = None  # the pure step (anynet.step) when compiled
         self._optim_state = None  # the compiled step's optimizer state; None when optim_configs is current
 
-        # The rules of anynet.optim are elementwise, so a parameter's update can be cut up or glued to
-        # others' and the numbers stay those of one call per parameter. On a GPU, all parameters are
-        # updated in one call (anynet.flat); on a CPU backend that computes on one core, large ones in
-        # row blocks on threads (anynet.blocks). Not for plain sgd: its two passes cost less than the
-        # concatenation on a GPU (H100, CuPy) and gain nothing from threads on a CPU.
-        several_passes = self.update_rule in optim.UPDATE_RULES.values() and self.update_rule is not optim.sgd
-        backend_name = getattr(model, "backend", None)
-        self._fuse = several_passes and _backend.on_gpu(backend_name, model.device)
-        self._flat = None  # (spans, flat parameters, their views in model.params) while fused
-        self._flat_config = None  # the merged config while fused; None when optim_configs is current
-        self._block_map = _backend.block_map(backend_name) if several_passes and not self._fuse else None
-        self._blocks = {}  # parameter name -> (row blocks, their configs) while updated in blocks
+        # How the rule updates the parameters (one call each, fused into one buffer on a GPU, in row blocks
+        # on threads on NumPy) is the backend's choice; the numbers are the same.
+        backend = getattr(model, "backend", None)
+        make = getattr(backend, "optimizer", None)
+        self.optimizer = make(self.update_rule, self.optim_config) if make else Optimizer(
+            self.update_rule, self.optim_config)
         self.X_train, self.y_train, self.X_val, self.y_val = self._move_data(data)
         N = self.X_train.shape[0]
         if self.batch_size > N:
@@ -240,7 +235,8 @@ class Solver:
         self.val_acc_history = []
         self._pending_losses = []
         self.last_loss = None
-        self.optim_configs = {p: dict(self.optim_config) for p in self.model.params}
+        self._optim_state = None
+        self.optimizer.reset(self.model.params)
         self._drawn = None  # (seed, epoch) of the minibatch order in hand
 
     def _start_epoch(self, epoch):
@@ -256,29 +252,21 @@ class Solver:
             self._rng_state = self.model.backend.rng_state((self.seed, epoch))
 
     def _unmerge(self):
-        """Turn merged, blocked or compiled state back into per-parameter configs, by the layout it was made in."""
+        """Bring the optimizer's configs up to date from the compiled step's state."""
         if self._optim_state is not None:
-            self._optim_configs = self._train_step.join_configs(self._optim_state)
-            self._optim_state = None
-        if self._flat_config is not None:
-            self._optim_configs = flat.unflatten_config(self._flat_config, self._flat[0])
-            self._flat_config = None
-        for p, (_, configs) in self._blocks.items():
-            self._optim_configs[p] = blocks.join_configs(configs)
-        self._blocks = {}
+            state, self._optim_state = self._optim_state, None
+            self.optimizer.configs = self._train_step.join_configs(state)
 
     @property
     def optim_configs(self):
         """Dict of one update-rule config per parameter: hyperparameters and state (velocity, Adam's m, v)."""
-        self._unmerge()  # the next fused step merges them again, with any change made to them
-        return self._optim_configs
+        self._unmerge()  # the next compiled step takes them up again, with any change made to them
+        return self.optimizer.configs
 
     @optim_configs.setter
     def optim_configs(self, configs):
-        self._optim_configs = configs
-        self._flat_config = None
-        self._blocks = {}
         self._optim_state = None
+        self.optimizer.configs = configs
 
     def _compiled(self, fn, *args):
         """``fn(*args)`` of the compiled step; the time of a call that compiled counts as compile time."""
@@ -297,8 +285,7 @@ class Solver:
         if ts is None:
             ts = self._train_step = TrainStep(model, self.update_rule.__name__, compile=True)
         if self._optim_state is None:
-            self._unmerge()
-            self._optim_state = ts.split_configs(self._optim_configs, model.params)
+            self._optim_state = ts.split_configs(self.optimizer.configs, model.params)
         params, self._optim_state, bn_state, self._rng_state, loss = self._compiled(
             ts.step, dict(model.params), self._optim_state, ts.bn_state(), self._rng_state,
             self.X_train, self.y_train, self._order[batch],
@@ -320,60 +307,7 @@ class Solver:
         loss, grads = self.model.loss(X_batch, y_batch)
         self.last_loss = loss
         self._pending_losses.append(loss)
-        if not (self._fuse and self._update_all(grads)):
-            if self._flat_config is not None:  # fused until this step (see _update_all)
-                self._unmerge()
-            params, configs = self.model.params, self._optim_configs
-            threads = _backend.threads() if self._block_map is not None else 1
-            for p, w in params.items():
-                rows = None
-                if threads > 1 and grads[p].dtype == w.dtype:  # else the rule's result promotes
-                    rows = blocks.row_blocks(tuple(w.shape), threads)
-                if rows is not None:
-                    params[p] = self._update_in_blocks(p, w, grads[p], rows)
-                    continue
-                if p in self._blocks:  # a parameter replaced by a smaller one
-                    configs[p] = blocks.join_configs(self._blocks.pop(p)[1])
-                params[p], configs[p] = self.update_rule(w, grads[p], configs[p])
-
-    def _update_in_blocks(self, p, w, dw, rows):
-        """The new parameter ``p``, updated in blocks ``rows`` on threads; its state stays in blocks."""
-        held = self._blocks.get(p)
-        if held is None or held[0] != rows:
-            if held is not None:  # the parameter changed shape, or the thread count changed
-                self._optim_configs[p] = blocks.join_configs(held[1])
-            held = (rows, blocks.split_config(self._optim_configs[p], tuple(w.shape), rows))
-        next_w, configs = blocks.update(self.update_rule, w, dw, held[1], rows, self._block_map)
-        self._blocks[p] = (rows, configs)
-        return next_w
-
-    def _update_all(self, grads):
-        """Update every parameter in one call of the rule, on one flat array; False if they cannot be merged."""
-        params = self.model.params
-        if self._flat is None or self._flat[2].keys() != params.keys() or any(
-            params[p] is not view for p, view in self._flat[2].items()
-        ):
-            first = next(iter(params.values()))
-            if any(a.dtype != first.dtype for a in params.values()) or len(
-                {_backend.name_of(a) for a in params.values()}
-            ) != 1:
-                self._fuse = False  # hand-made parameters of mixed dtypes or backends: one call each
-                return False
-            self._unmerge()  # the new parameters may come in another order: state goes by name
-            spans = flat.layout(params)
-            w = flat.flatten(params, spans)
-        else:
-            spans, w, _ = self._flat
-        if self._flat_config is None:
-            self._flat_config = flat.flatten_configs(self._optim_configs, spans)
-            if self._flat_config is None:
-                self._flat = None
-                return False
-        w, self._flat_config = self.update_rule(w, flat.flatten(grads, spans), self._flat_config)
-        views = flat.unflatten(w, spans)
-        params.update(views)
-        self._flat = (spans, w, views)
-        return True
+        self.optimizer.step(self.model.params, grads)
 
     def _flush_losses(self):
         """Copy pending losses to the host in one transfer; stop on a non-finite one."""

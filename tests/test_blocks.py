@@ -1,8 +1,9 @@
 """Updates in row blocks on threads (anynet.blocks), which the Solver uses on NumPy for large parameters.
 
 The small nets here have no parameter large enough, so these tests lower
-``blocks.MIN_SIZE`` and make ``backend.block_map`` hand out the thread map on
-every backend, then require the very numbers of one rule call per parameter.
+``blocks.MIN_SIZE`` and make every backend's ``block_map`` hand out the thread
+map (so that it gives the Solver a ``BlockOptimizer``), then require the very
+numbers of one rule call per parameter.
 """
 
 import os
@@ -14,8 +15,9 @@ import numpy as np
 import pytest
 from blobs import halve_lr_and_zero_m_at_7, reorder_params_at_7, small_solver, straight_and_resumed
 
-from anynet import backend, blocks, optim
+from anynet import backend, backends, blocks, optim
 from anynet.backends import numpy as numpy_backend
+from anynet.optimizers import BlockOptimizer
 
 RULES = sorted(optim.UPDATE_RULES)
 
@@ -33,8 +35,15 @@ def _solver(backend_name, rule, in_blocks, monkeypatch, **kwargs):
     """
     monkeypatch.setattr(blocks, "MIN_SIZE", 2)
     _set_threads(monkeypatch, lambda: 3)
-    monkeypatch.setattr(backend, "block_map", lambda name: numpy_backend.map_on_threads if in_blocks else None)
+    cls = type(backends.get(backend_name))
+    monkeypatch.setattr(cls, "block_map", lambda self: numpy_backend.map_on_threads if in_blocks else None)
+    monkeypatch.setattr(cls, "threads", lambda self: numpy_backend.threads())
     return small_solver(backend_name, rule, **{"compile": False, **kwargs})
+
+
+def _blocks(solver):
+    """Parameter name -> (row blocks, their configs) of the parameters the Solver holds in blocks."""
+    return solver.optimizer._blocks if isinstance(solver.optimizer, BlockOptimizer) else {}
 
 
 def _assert_same_run(a, b):
@@ -106,10 +115,10 @@ def test_solver_in_blocks_equals_one_call_per_parameter(backend_name, rule, monk
     seen = []
     runs = {False: _solver(backend_name, rule, False, monkeypatch),
             True: _solver(backend_name, rule, True, monkeypatch,
-                          callback=lambda solver, event: seen.append(sorted(solver._blocks)))}
+                          callback=lambda solver, event: seen.append(sorted(_blocks(solver))))}
     for solver in runs.values():
         solver.train()
-    assert not runs[False]._blocks
+    assert not _blocks(runs[False])
     # Plain SGD's two passes gain nothing from threads: never in blocks.
     assert any(seen) == (rule != "sgd")
     _assert_same_run(runs[False], runs[True])
@@ -146,12 +155,12 @@ def test_a_parameter_whose_gradient_has_another_dtype_is_updated_in_one_piece(mo
 def test_a_parameter_that_shrinks_below_the_size_leaves_its_blocks(monkeypatch):
     solver = _solver("numpy", "adam", True, monkeypatch, num_iterations=3)
     solver.train()
-    assert "b1" in solver._blocks
+    assert "b1" in _blocks(solver)
     monkeypatch.setattr(blocks, "MIN_SIZE", 9)  # b1 (8 elements) is now updated in one piece
-    m_before = blocks.join_configs(solver._blocks["b1"][1])["m"]
+    m_before = blocks.join_configs(_blocks(solver)["b1"][1])["m"]
     solver.num_iterations = 4
     solver.train()
-    assert "b1" not in solver._blocks and "W1" in solver._blocks
+    assert "b1" not in _blocks(solver) and "W1" in _blocks(solver)
     assert solver.optim_configs["b1"]["t"] == 4 and solver.optim_configs["b1"]["m"].shape == m_before.shape
 
 
@@ -164,7 +173,7 @@ def test_an_error_in_one_block_leaves_the_parameter_and_its_state_as_they_were(m
     solver = _solver("numpy", "adam", True, monkeypatch, num_iterations=2)
     solver.train()
     before = dict(solver.model.params)
-    state = {k: np.array(v, copy=True) for k, v in solver._blocks["W1"][1][1].items() if isinstance(v, np.ndarray)}
+    state = {k: np.array(v, copy=True) for k, v in _blocks(solver)["W1"][1][1].items() if isinstance(v, np.ndarray)}
     adam = solver.update_rule
 
     def first_row(w):
@@ -176,13 +185,13 @@ def test_an_error_in_one_block_leaves_the_parameter_and_its_state_as_they_were(m
             raise RuntimeError("out of memory in block 2")
         return adam(w, dw, config)
 
-    solver.update_rule = fails_on_the_second_block
+    solver.optimizer.rule = fails_on_the_second_block  # the optimizer owns its rule
     solver.num_iterations = 3
     with pytest.raises(RuntimeError, match="block 2"):
         solver.train()
     assert solver.model.params["W1"] is before["W1"]
     for k, v in state.items():
-        np.testing.assert_array_equal(solver._blocks["W1"][1][1][k], v, err_msg=k)
+        np.testing.assert_array_equal(_blocks(solver)["W1"][1][1][k], v, err_msg=k)
 
 
 def test_map_on_threads_keeps_order_waits_for_all_and_raises(monkeypatch):

@@ -1,22 +1,29 @@
-"""The one-call update of all parameters (anynet.flat), which the Solver uses on GPUs.
+"""The one-call update of all parameters (anynet.flat, anynet.optimizers.FlatOptimizer), which GPU backends use.
 
-On a CPU the Solver updates one parameter at a time; these tests make it fuse
-(``on_gpu`` patched to True) and require the very same numbers.
+On a CPU the backend updates one parameter at a time; these tests make every
+backend look like a GPU (``Backend.on_gpu`` patched to True), so that it hands
+the Solver a ``FlatOptimizer``, and require the very same numbers.
 """
 
 import numpy as np
 import pytest
 from blobs import halve_lr_and_zero_m_at_7, reorder_params_at_7, small_solver, straight_and_resumed
 
-from anynet import backend, flat, optim
+from anynet import backend, backends, flat, optim
+from anynet.optimizers import FlatOptimizer
 
 RULES = sorted(optim.UPDATE_RULES)
 
 
 def _solver(backend_name, rule, fuse, monkeypatch, **kwargs):
     """The small Solver of ``blobs``, fused or not: eager steps (a compiled step is one function, fused its own way)."""
-    monkeypatch.setattr(backend, "on_gpu", lambda name, device: fuse)
+    monkeypatch.setattr(type(backends.get(backend_name)), "on_gpu", property(lambda self: fuse))
     return small_solver(backend_name, rule, **{"compile": False, **kwargs})
+
+
+def _fused(solver):
+    """Whether the Solver's last steps updated all parameters in one call."""
+    return isinstance(solver.optimizer, FlatOptimizer) and solver.optimizer._flat is not None
 
 
 def _host(arrays):
@@ -64,9 +71,9 @@ def test_fused_updates_equal_one_call_per_parameter(backend_name, rule, monkeypa
         solver.train()
         runs[fuse] = solver
     per_param, fused = runs[False], runs[True]
-    assert per_param._flat is None
+    assert not _fused(per_param)
     # Plain SGD is not fused: its two launches per parameter cost less than the concatenation.
-    assert (fused._flat is None) == (rule == "sgd")
+    assert _fused(fused) == (rule != "sgd")
     assert fused.loss_history == per_param.loss_history
     assert fused.val_acc_history == per_param.val_acc_history
     for p, w in _host(per_param.model.params).items():
@@ -115,5 +122,5 @@ def test_parameters_of_mixed_dtypes_are_updated_one_by_one(monkeypatch):
     solver = _solver("numpy", "sgd_momentum", True, monkeypatch, num_iterations=3)
     solver.model.params["b1"] = solver.model.params["b1"].astype(np.float32)
     solver.train()
-    assert not solver._fuse and solver._flat is None
+    assert isinstance(solver.optimizer, FlatOptimizer) and not solver.optimizer.fuse
     assert np.isfinite(solver.loss_history).all() and len(solver.loss_history) == 3

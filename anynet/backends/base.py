@@ -211,11 +211,35 @@ class Backend:
 
     # Fast paths.
 
-    def optimizer(self, rule, config, params):
-        """An ``Optimizer`` of ``rule`` over ``params``; the generic one updates each parameter in turn."""
-        from ..optimizers import Optimizer
+    def optimizer(self, rule, config=None):
+        """An ``anynet.optimizers.Optimizer`` of ``rule``: how this backend updates parameters fastest.
 
-        return Optimizer(rule, config, params)
+        The rules of ``anynet.optim`` are elementwise, so a parameter's update
+        can be cut up or glued to others' and the numbers stay those of one
+        call per parameter. On a GPU all parameters are updated in one call
+        (``FlatOptimizer``); where ``block_map`` gives threads, large ones in
+        row blocks on them (``BlockOptimizer``). Not for plain sgd: its two
+        passes cost less than the concatenation on a GPU (H100, CuPy) and gain
+        nothing from threads on a CPU. Rules of your own: one call each.
+        """
+        from .. import optim
+        from ..optimizers import BlockOptimizer, FlatOptimizer, Optimizer
+
+        several_passes = rule in optim.UPDATE_RULES.values() and rule is not optim.sgd
+        if several_passes and self.on_gpu:
+            return FlatOptimizer(rule, config)
+        map = self.block_map() if several_passes else None
+        if map is not None:
+            return BlockOptimizer(rule, config, map, self.threads)
+        return Optimizer(rule, config)
+
+    def block_map(self):
+        """A ``map(f, items) -> list`` on CPU threads where updating row blocks on them pays, else None."""
+        return None
+
+    def threads(self) -> int:
+        """CPU threads this backend's own parallel work may use."""
+        return 1
 
     def compile(self, step, donate=()):
         """``step`` compiled by this library, or None where it runs eagerly.

@@ -51,6 +51,9 @@ class NumpyBackend(Backend):
             return None
         return map_on_threads
 
+    def threads(self):
+        return threads()
+
 
 def set_threads(n: int | None) -> None:
     """Let anynet's own parallel work use at most ``n`` CPU threads (None: one per usable CPU).

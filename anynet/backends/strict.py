@@ -18,3 +18,8 @@ class StrictBackend(Backend):
         from .numpy import NumpyBackend
 
         return NumpyBackend.block_map(self)
+
+    def threads(self):
+        from .numpy import threads
+
+        return threads()
