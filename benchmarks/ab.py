@@ -51,7 +51,7 @@ def load_base(base=None, base_dir=None):
 
 def _trainer(pkg, data, backend, device, model, batch_size, iterations, sync):
     """A function that times one ``Solver.train()`` of ``iterations`` steps with package ``pkg``."""
-    kw = {"seed": 0, "backend": backend, "device": device}
+    kw = {"seed": 0, "backend": backend, "device": device, "dtype": "float32"}
     if model == "fc":
         net = pkg.FullyConnectedNet([512, 256], dropout=0.25, use_batchnorm=True, weight_scale=5e-2, **kw)
         rule = "adam"

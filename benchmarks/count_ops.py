@@ -157,7 +157,7 @@ def count_step_ops(model="two-layer", hidden=100, batch_size=200, reg=0.0, updat
                                 reg=reg, seed=0, backend=backend, device="cpu")
         rule = update_rule or "adam"
     else:
-        net = TwoLayerNet(hidden_dims=hidden, reg=reg, seed=0, backend=backend, device="cpu")
+        net = TwoLayerNet(hidden_dims=hidden, reg=reg, dtype="float32", seed=0, backend=backend, device="cpu")
         rule = update_rule or "sgd"
     rng = np.random.default_rng(0)
     N = 4 * batch_size
