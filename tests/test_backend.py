@@ -1,5 +1,6 @@
 """Backend selection, transfers and random generators."""
 
+import array_api_strict
 import numpy as np
 import pytest
 
@@ -35,6 +36,18 @@ def test_set_backend_changes_default(monkeypatch):
     anynet.set_backend("array_api_strict")
     assert anynet.get_backend() == "array_api_strict"
     assert anynet.TwoLayerNet(hidden_dims=4, input_dim=3).backend.name == "array_api_strict"
+
+
+def test_device_variable_chooses_the_default_backends_device(monkeypatch):
+    monkeypatch.setattr(backends, "_default", None)
+    monkeypatch.setenv("ANYNET_BACKEND", "array_api_strict")
+    monkeypatch.setenv("ANYNET_DEVICE", "device1")
+    model = anynet.TwoLayerNet(hidden_dims=4, input_dim=3)
+    assert str(model.device) == str(array_api_strict.Device("device1"))
+    assert anynet.TwoLayerNet(hidden_dims=4, input_dim=3, backend="numpy").device == "cpu"  # another backend
+    monkeypatch.setenv("ANYNET_DEVICE", "device9")
+    with pytest.raises(ValueError, match="ANYNET_DEVICE='device9' is not a device of the array_api_strict backend"):
+        anynet.TwoLayerNet(hidden_dims=4, input_dim=3)
 
 
 def test_environment_variable_chooses_default(monkeypatch):

@@ -84,7 +84,10 @@ def set_backend(name: str) -> None:
 
 
 def get(name: str | Backend | None = None, device=None) -> Backend:
-    """The backend object of library ``name`` (default ``get_backend()``) on ``device`` (default: its default).
+    """The backend object of library ``name`` (default ``get_backend()``) on ``device``.
+
+    Without ``device``, the default backend computes on ``$ANYNET_DEVICE`` when
+    that is set, every backend else on its own default device.
 
     A backend object given as ``name`` is returned as it is.
 
@@ -100,6 +103,9 @@ def get(name: str | Backend | None = None, device=None) -> Backend:
     if isinstance(name, Backend):
         name = name.name
     name = get_backend() if name is None else check_name(name)
+    from_environment = device is None and name == get_backend() and bool(os.environ.get("ANYNET_DEVICE"))
+    if from_environment:
+        device = os.environ["ANYNET_DEVICE"]  # the default device of the default backend
     if isinstance(device, Backend):
         device = device.device
     try:
@@ -113,7 +119,12 @@ def get(name: str | Backend | None = None, device=None) -> Backend:
         why = cls.why_unavailable()
         if why is not None:
             raise BackendUnavailableError(why)
-        backend = cls(device)
+        try:
+            backend = cls(device)
+        except ValueError as exc:
+            if from_environment:
+                raise ValueError(f"ANYNET_DEVICE={device!r} is not a device of the {name} backend") from exc
+            raise
         # One object per device however it was named ("cuda" and "cuda:0"), so that models compare backends.
         backend = _instances.setdefault((name, str(backend.device)), backend)
         _instances[key] = backend
