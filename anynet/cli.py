@@ -43,18 +43,10 @@ EXTRAS = {
 
 
 def prepare_process(updates_in_blocks):
-    """Set up a process that will (or will not) update parameters in row blocks; call before NumPy loads.
+    """The NumPy backend's process settings (``anynet.backends.numpy.prepare_process``); call before NumPy loads."""
+    from .backends.numpy import prepare_process
 
-    OpenBLAS keeps its idle threads spinning for about 0.1 s after each
-    matrix product, on the very cores the Solver's update threads need
-    (``anynet.blocks``, for every rule but plain SGD): told
-    ``OPENBLAS_THREAD_TIMEOUT=4`` before it loads, they sleep at once. That
-    costs plain SGD on small nets about 4 % (threads woken for every product),
-    so it is set only when ``updates_in_blocks``. A value the user set is
-    kept; once NumPy is loaded this changes nothing.
-    """
-    if updates_in_blocks and "numpy" not in sys.modules:
-        os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+    prepare_process(updates_in_blocks)
 
 
 def trains_with_state(argv):

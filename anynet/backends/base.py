@@ -13,9 +13,12 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # NumPy loads when first needed: a command sets up its process first (numpy.prepare_process)
+    import numpy as np
 
 import array_api_compat
-import numpy as np
 
 DTYPES = ("float32", "float64")
 
@@ -40,6 +43,8 @@ def dtype_name(dtype) -> str:
 
 def seed_sequence(seed) -> np.random.SeedSequence:
     """A SeedSequence for ``seed`` (None, an int, or a sequence of ints)."""
+    import numpy as np
+
     if seed is not None and not isinstance(seed, (int, np.integer, Sequence)):
         raise TypeError(f"seed must be None, an int or a sequence of ints; got {seed!r}")
     return np.random.SeedSequence(seed)
@@ -163,6 +168,8 @@ class Backend:
 
     def to_numpy(self, x) -> np.ndarray:
         """Copy ``x``, an array of this library, to the host."""
+        import numpy as np
+
         return np.from_dlpack(x.to_device(self.xp.asarray(0).device))
 
     def synchronize(self):
@@ -182,11 +189,13 @@ class Backend:
 
     def device_rng(self, seed: int):
         """This library's own generator for per-iteration draws (``Generator.uniform``); NumPy's by default."""
+        import numpy as np
+
         return np.random.default_rng(seed)
 
     def device_uniform(self, rng, shape, dtype):
         """Draw U[0, 1) of ``shape`` and ``dtype`` (a name) with ``rng`` from ``device_rng``."""
-        return self.asarray(rng.random(shape, dtype=np.dtype(dtype)))
+        return self.asarray(rng.random(shape, dtype=dtype))
 
     def rng_state(self, seed):
         """The state of the counter-based generator that a pure training step carries (see ``uniform``)."""
@@ -268,6 +277,9 @@ class Generator:
     """
 
     def __init__(self, backend: Backend, seed=None):
+        import numpy as np
+
+        self._np = np
         self.backend = backend
         self.seed = seed
         host_seq, device_seq = seed_sequence(seed).spawn(2)
@@ -293,15 +305,15 @@ class Generator:
 
     def integers(self, high, shape):
         """Draw int64 integers uniformly from [0, high)."""
-        return self._put(self._host.integers(0, high, size=shape, dtype=np.int64))
+        return self._put(self._host.integers(0, high, size=shape, dtype=self._np.int64))
 
     def permutation(self, n):
         """Return a random permutation of ``range(n)`` as an int64 array."""
-        return self._put(self._host.permutation(n).astype(np.int64))
+        return self._put(self._host.permutation(n).astype(self._np.int64))
 
     def sample(self, n, k):
         """Return ``k`` distinct integers from ``range(n)`` in random order, as an int64 array."""
-        return self._put(self._host.choice(n, k, replace=False).astype(np.int64))
+        return self._put(self._host.choice(n, k, replace=False).astype(self._np.int64))
 
     def uniform(self, shape, dtype="float32"):
         """Draw from U[0, 1) on the device, without a host round trip."""

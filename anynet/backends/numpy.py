@@ -5,7 +5,7 @@ be split into row blocks on threads (``anynet.blocks``), which pays only when
 OpenBLAS's idle threads leave the cores free (``blas_idles_briefly``), and
 NumPy's multi-megabyte temporaries are cheaper when glibc keeps freed memory
 (``keep_freed_memory``). Both are process-wide, so anynet's own commands make
-them explicitly (``anynet.cli.prepare_process``); a library never does on its own.
+them explicitly (``prepare_process``, ``keep_freed_memory``); a library never does on its own.
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ from __future__ import annotations
 import os
 import sys
 
-import numpy as np
-
 from .base import Backend
 
 # OpenBLAS reads this when NumPy loads; its value now is the best guess of what it read (see blas_idles_briefly).
 _OPENBLAS_THREAD_TIMEOUT = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
+
 _threads: int | None = None  # set_threads(n); None: one per CPU this process may run on
 _pool = None  # (threads, ThreadPoolExecutor) behind map_on_threads
 
@@ -37,12 +36,16 @@ class NumpyBackend(Backend):
         return "cpu"
 
     def owns(self, x) -> bool:
-        return type(x) is np.ndarray
+        return type(x) is self._array_type
 
     def to_numpy(self, x):
+        import numpy as np
+
         return np.asarray(x)
 
     def asarray(self, host, dtype=None):
+        import numpy as np
+
         return np.asarray(host, dtype=dtype)
 
     def block_map(self):
@@ -53,6 +56,25 @@ class NumpyBackend(Backend):
 
     def threads(self):
         return threads()
+
+
+def prepare_process(updates_in_blocks: bool) -> None:
+    """Set up a process that will (or will not) update parameters in row blocks; call before NumPy loads.
+
+    OpenBLAS keeps its idle threads spinning for about 0.1 s after each
+    matrix product, on the very cores the update threads need
+    (``BlockOptimizer``, for every rule but plain SGD): told
+    ``OPENBLAS_THREAD_TIMEOUT=4`` before it loads, they sleep at once. That
+    costs plain SGD on small nets about 4 % (threads woken for every product),
+    so it is set only when ``updates_in_blocks``. A value the user set is
+    kept; once NumPy is loaded this changes nothing. Process-wide: anynet's
+    commands call it first thing (``anynet.cli.main``); a library never does.
+    This module loads NumPy only when it needs it, so it can be imported first.
+    """
+    global _OPENBLAS_THREAD_TIMEOUT
+    if updates_in_blocks and "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+        _OPENBLAS_THREAD_TIMEOUT = os.environ["OPENBLAS_THREAD_TIMEOUT"]
 
 
 def set_threads(n: int | None) -> None:
@@ -106,6 +128,8 @@ def blas_idles_briefly() -> bool:
     (Adam in row blocks on two cores then took 4.5 ms instead of 2.2 ms).
     Other BLAS libraries are not recognized: False.
     """
+    import numpy as np
+
     try:
         blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
         timeout = int(_OPENBLAS_THREAD_TIMEOUT or 28)
