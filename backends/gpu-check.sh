@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# GPU check: on a machine with an NVIDIA GPU where CuPy and PyTorch (CUDA) are already installed, run the
-# test suite on the cupy and torch (CUDA) backends and the GPU benchmark, then print a one-screen summary.
+# GPU check: on a machine with an NVIDIA GPU where CuPy, PyTorch and JAX (CUDA) are already installed, run the
+# test suite on the cupy, torch and jax (CUDA) backends and the GPU benchmark, then print a one-screen summary.
 # Installs nothing. Results go to $OUT (default: a new temporary folder).
 #   usage: [QUICK=1] [TESTS="cupy torch"] bash backends/gpu-check.sh   (TESTS="" skips the test suites)
 set -uo pipefail
@@ -14,7 +14,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > 
 $py - > "$OUT/versions.txt" 2>&1 <<'PY'
 import platform, numpy, array_api_compat, anynet
 print("python", platform.python_version(), "numpy", numpy.__version__, "array-api-compat", array_api_compat.__version__)
-for name in ("cupy", "torch"):
+for name in ("cupy", "torch", "jax"):
     try:
         m = __import__(name); print(name, m.__version__)
     except Exception as e:
@@ -32,12 +32,21 @@ done
 
 # Throughput: anynet (cupy, torch-cuda) against PyTorch CUDA eager, batch 200 and 4096, synchronised timings.
 : > "$OUT/bench.txt"
+# Compiled steps: torch.compile with CUDA graphs (the default on a GPU) and without, and jax.jit.
 for args in "--backend cupy --batch-size 200" "--backend cupy --batch-size 4096" \
-            "--backend torch --device cuda --batch-size 200" "--backend torch --device cuda --batch-size 4096" \
+            "--backend torch --device cuda --batch-size 200 --compile off" \
+            "--backend torch --device cuda --batch-size 200 --compile on" \
+            "--backend torch --device cuda --batch-size 4096 --compile on" \
+            "--backend jax --device cuda --batch-size 200" "--backend jax --device cuda --batch-size 4096" \
+            "--backend torch --device cuda --model fc --batch-size 200 --compile on" \
+            "--backend jax --device cuda --model fc --batch-size 200" \
             "--backend cupy --model fc --batch-size 200"; do
   echo "## compare.py $args" >> "$OUT/bench.txt"
   timeout 100 $py benchmarks/compare.py $args ${QUICK:+--repeats 3 --iterations 50} >> "$OUT/bench.txt" 2>&1 || status=1
 done
+echo "## compare.py torch compiled without CUDA graphs" >> "$OUT/bench.txt"
+ANYNET_TORCH_COMPILE_MODE=default timeout 100 $py benchmarks/compare.py --backend torch --device cuda --compile on \
+  ${QUICK:+--repeats 3 --iterations 50} >> "$OUT/bench.txt" 2>&1 || status=1
 for b in cupy torch; do
   echo "## sync_check.py --backend $b" >> "$OUT/bench.txt"
   timeout 60 $py benchmarks/sync_check.py --backend $b >> "$OUT/bench.txt" 2>&1 || status=1
@@ -56,7 +65,7 @@ for args in "--backend cupy" "--backend torch --device cuda" "--backend cupy --m
   }' "$OUT/util$tag.csv" >> "$OUT/bench.txt"
 done
 
-for b in ${TESTS-cupy torch}; do
+for b in ${TESTS-cupy torch jax}; do
   # torch's default device is "cuda" whenever a GPU is visible, so this run is torch on CUDA.
   ANYNET_TEST_BACKENDS=$b timeout ${TEST_TIMEOUT:-200} $py -m pytest -q -p no:cacheprovider tests -x \
     > "$OUT/tests-$b.log" 2>&1 || status=1
@@ -64,6 +73,6 @@ done
 
 echo "== GPU:  $(cat "$OUT/gpu.txt")"
 cat "$OUT/versions.txt"
-for b in ${TESTS-cupy torch}; do echo "== tests on $b: $(tail -n 1 "$OUT/tests-$b.log")"; done
+for b in ${TESTS-cupy torch jax}; do echo "== tests on $b: $(tail -n 1 "$OUT/tests-$b.log")"; done
 echo "== benchmarks"; grep -vE '^\s*$' "$OUT/bench.txt" | grep -vE '^(warmed|round)' | tail -n 90
 exit $status

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import types
 
 from .base import Backend
@@ -66,8 +67,9 @@ class TorchBackend(Backend):
         """``torch.compile`` of the whole step as one graph (a graph break is an error, not a silent split)."""
         from . import compiled_call
 
-        # On a GPU, CUDA graphs ("reduce-overhead") replay the step's launches as one.
-        mode = "reduce-overhead" if self.on_gpu else None
+        # On a GPU, CUDA graphs ("reduce-overhead") replay the step's launches as one; the GPU check compares
+        # it with plain compilation through $ANYNET_TORCH_COMPILE_MODE (benchmarks/RESULTS.md).
+        mode = os.environ.get("ANYNET_TORCH_COMPILE_MODE") or ("reduce-overhead" if self.on_gpu else None)
         return compiled_call(self.torch.compile(_own_code(step), fullgraph=True, dynamic=False, mode=mode))
 
     def compile_pays(self):
