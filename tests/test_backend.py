@@ -176,3 +176,29 @@ def test_limit_threads_limits_anynet_blas_and_loaded_torch(monkeypatch):
         for pool in before_blas:
             threadpoolctl.threadpool_limits(pool["num_threads"], user_api=pool["user_api"])
         torch.set_num_threads(before_torch)
+
+
+def test_jax_trains_in_32_bits_until_a_model_asks_for_float64(backend_name):
+    """JAX's 64-bit mode is off in a fresh process: a float32 model trains there, without a warning about
+    truncated dtypes; a float64 model turns the mode on and computes in float64. (The test session itself
+    runs JAX in 64-bit mode from its first test: see conftest.)"""
+    if backend_name != "jax":
+        pytest.skip("JAX's 32-bit default")
+    code = """
+import warnings, numpy as np, jax, anynet
+warnings.simplefilter("error")
+rng = np.random.default_rng(0)
+data = {"X_train": rng.standard_normal((20, 6)), "y_train": rng.integers(0, 3, 20),
+        "X_val": rng.standard_normal((6, 6)), "y_val": rng.integers(0, 3, 6)}
+for dtype in ("float32", "float64"):
+    model = anynet.FullyConnectedNet([5], input_dim=6, num_classes=3, dtype=dtype, seed=0, backend="jax")
+    solver = anynet.Solver(model, data, batch_size=10, num_epochs=2, verbose=False, seed=0)
+    solver.train()
+    print(dtype, jax.config.jax_enable_x64, model.params["W1"].dtype, np.isfinite(solver.loss_history).all())
+"""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["float32 False float32 True", "float64 True float64 True"]
