@@ -94,12 +94,14 @@ class TrainStep:
         the same arrays from the first step on (no second compilation).
         """
         backend, xp = self.backend, self.backend.xp
-        self.hyper, state = {}, {}
+        self.hyper, self.learning_rates, state = {}, {}, {}
         for p, config in configs.items():
             w = params[p]
             hyper = {k: v for k, v in config.items() if k not in self.state_keys and k != "learning_rate"}
-            arrays = {"learning_rate": xp.asarray(float(config.get("learning_rate", 1e-2)), dtype=w.dtype,
-                                                  device=backend.device)}
+            # The step reads the learning rate as an array (a number would be compiled in); the host keeps the
+            # exact number, which the array's dtype may round, for join_configs and the decays to come.
+            rate = self.learning_rates[p] = float(config.get("learning_rate", 1e-2))
+            arrays = {"learning_rate": xp.asarray(rate, dtype=w.dtype, device=backend.device)}
             for key in self.state_keys:
                 value = config.get(key)
                 if key in optim.COUNTERS:
@@ -111,7 +113,7 @@ class TrainStep:
         return state
 
     def join_configs(self, optim_state):
-        """Per-parameter configs of the step's state, in the course's form (reads the scalars on the host)."""
+        """Per-parameter configs of the step's state, in the course's form (reads the step count on the host)."""
         configs = {}
         for p, arrays in optim_state.items():
             config = dict(self.hyper[p])
@@ -119,7 +121,7 @@ class TrainStep:
                 if key in optim.COUNTERS:
                     config[key] = int(float(value))
                 elif key == "learning_rate":
-                    config[key] = float(value)
+                    config[key] = self.learning_rates[p]
                 else:
                     config[key] = value
             configs[p] = config
