@@ -283,7 +283,7 @@ class Solver:
         """One minibatch update through the pure (compiled) step of ``anynet.step``."""
         model, ts = self.model, self._train_step
         if ts is None:
-            ts = self._train_step = TrainStep(model, self.update_rule.__name__, compile=True)
+            ts = self._train_step = TrainStep.of(model, self.update_rule.__name__)
         if self._optim_state is None:
             self._optim_state = ts.split_configs(self.optimizer.configs, model.params)
         params, self._optim_state, bn_state, self._rng_state, loss = self._compiled(

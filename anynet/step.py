@@ -46,24 +46,57 @@ class TrainStep:
 
     def __init__(self, model, rule_name, compile):
         self.model = model
-        self.backend = backend = model.backend
+        self.backend = model.backend
         self.rule = optim.UPDATE_RULES[rule_name]
         self.state_keys = optim.STATE[rule_name]
-        # Batch normalization's hyperparameters are constants of the step; its statistics are state.
-        self.bn_hyper = [{k: v for k, v in bn.items() if k in ("eps", "momentum")} for bn in model.bn_params]
         self.compiled = compile
-        # Parameters and optimizer state are replaced by the step's results: their buffers may be reused.
-        self.step = backend.compile(self._step, donate=(0, 1)) if compile else self._step
-        self.count = backend.compile(self._count) if compile else self._count
+        self.hyper, self.learning_rates = {}, {}
+        self._compiled = {}  # constants of the step -> (step, count) compiled with them
+
+    def constants(self):
+        """What a compiled step takes as constants: the model's ``reg``, dropout and batch normalization
+        hyperparameters, and the rule's. A change to any of them (``model.reg = ...``) compiles anew
+        instead of running a step made with the old value."""
+        model = self.model
+        dropout = tuple(sorted((k, v) for k, v in model.dropout_param.items() if k not in ("mode", "rng", "seed")))
+        bn = tuple(tuple((k, bn.get(k)) for k in ("eps", "momentum")) for bn in model.bn_params)
+        hyper = tuple((p, tuple(sorted(h.items()))) for p, h in self.hyper.items())
+        return float(model.reg), dropout, bn, hyper
+
+    def _functions(self):
+        """The step and the accuracy count for the constants of now: compiled once for each set of them."""
+        if not self.compiled:
+            return self._step, self._count
+        key = self.constants()
+        functions = self._compiled.get(key)
+        if functions is None:
+            # Parameters and optimizer state are replaced by the step's results: their buffers may be reused.
+            functions = self._compiled[key] = (self.backend.compile(self._step, donate=(0, 1)),
+                                               self.backend.compile(self._count))
+        return functions
+
+    def step(self, params, optim_state, bn_state, rng_state, X_train, y_train, idx):
+        """``(params, optim_state, bn_state, rng_state, loss)`` after one step on the minibatch ``idx``."""
+        return self._functions()[0](params, optim_state, bn_state, rng_state, X_train, y_train, idx)
+
+    def count(self, params, bn_state, X, y):
+        """How many of ``X`` the model labels as ``y``: a 0-d integer array on the device."""
+        return self._functions()[1](params, bn_state, X, y)
+
+    @classmethod
+    def of(cls, model, rule_name):
+        """The compiled step of ``model`` and ``rule_name``, kept on the model: later Solvers reuse its compilations."""
+        steps = model.__dict__.setdefault("_train_steps", {})
+        step = steps.get(rule_name)
+        if step is None:
+            step = steps[rule_name] = cls(model, rule_name, compile=True)
+        return step
 
     def _step(self, params, optim_state, bn_state, rng_state, X_train, y_train, idx):
         backend, model = self.backend, self.model
         X = backend.take_rows(X_train, idx)
         y = backend.take_rows(y_train, idx)
-        bn_params = [
-            {**hyper, "mode": "train", "running_mean": mean, "running_var": var}
-            for hyper, (mean, var) in zip(self.bn_hyper, bn_state, strict=True)
-        ]
+        bn_params = self._bn_params(bn_state, "train")
         draws = _Draws(backend, rng_state)
         dropout_param = {**model.dropout_param, "rng": draws} if model.dropout_param else None
         loss, grads = model.loss_and_grads(params, X, y, bn_params, dropout_param)
@@ -75,15 +108,18 @@ class TrainStep:
         return next_params, next_state, next_bn, draws.state, loss
 
     def _count(self, params, bn_state, X, y):
-        """How many of ``X`` the model labels as ``y``: a 0-d int array on the device."""
         xp = self.backend.xp
-        bn_params = [
-            {**hyper, "mode": "test", "running_mean": mean, "running_var": var}
-            for hyper, (mean, var) in zip(self.bn_hyper, bn_state, strict=True)
-        ]
-        scores = self.model.scores(params, X, bn_params)
+        scores = self.model.scores(params, X, self._bn_params(bn_state, "test"))
         # Counted in y's integer type: JAX's 32-bit mode has no int64.
         return xp.sum(xp.astype(xp.argmax(scores, axis=1) == y, y.dtype))
+
+    def _bn_params(self, bn_state, mode):
+        """Fresh ``bn_param`` dicts of the model's layers holding ``bn_state``: the layers write into these."""
+        return [
+            {**{k: bn[k] for k in ("eps", "momentum") if k in bn}, "mode": mode, "running_mean": mean,
+             "running_var": var}
+            for bn, (mean, var) in zip(self.model.bn_params, bn_state, strict=True)
+        ]
 
     # Conversions between the Solver's per-parameter configs (the course's form) and the step's state.
 

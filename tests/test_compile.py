@@ -154,3 +154,33 @@ def test_uniform_is_a_pure_function_of_its_state(backend_name):
     assert a.shape == (3, 4) and (a >= 0).all() and (a < 1).all()
     big, _ = backend.uniform(state, (20000,), backend.dtype("float32"))
     assert abs(float(np.mean(to_numpy(big))) - 0.5) < 0.01
+
+
+def test_compiled_step_follows_constants_changed_mid_run(backend_name):
+    """``model.reg`` changed between steps reaches the compiled step (it compiles again), as it reaches eager ones."""
+    _compiling_backend(backend_name)
+
+    def raise_reg(solver, event):
+        if event == "iteration" and solver.t == 5:
+            solver.model.reg = 0.5
+
+    runs = []
+    for compile in (False, True):
+        solver = _solver(backend_name, "float64", compile, rule="sgd_momentum", iterations=10)
+        solver.callback = raise_reg
+        solver.train()
+        runs.append(solver)
+    _assert_same_params(runs[0].model.params, runs[1].model.params, 1e-10)
+    np.testing.assert_allclose(runs[0].loss_history, runs[1].loss_history, rtol=1e-10)
+
+
+def test_a_second_solver_on_the_same_model_compiles_nothing_new(backend_name):
+    _compiling_backend(backend_name)
+    backend = backends.get(backend_name)
+    model = _model(backend_name, "float32")
+    kwargs = dict(update_rule="adam", batch_size=40, num_iterations=6, verbose=False, seed=1, compile=True)
+    anynet.Solver(model, _data(), **kwargs).train()
+    before = backend.compile_count()
+    second = anynet.Solver(model, _data(), **kwargs)
+    second.train()
+    assert backend.compile_count() == before and second.compile_seconds == 0
