@@ -23,7 +23,7 @@ RULES = sorted(optim.UPDATE_RULES)
 
 
 def _set_threads(monkeypatch, threads):
-    """Make anynet see ``threads()`` CPU threads: the facade's (the Solver asks it) and the NumPy backend's (its map)."""
+    """Make anynet see ``threads()`` CPU threads: the facade's and the NumPy backend's (its map, its optimizer)."""
     monkeypatch.setattr(backend, "threads", threads)
     monkeypatch.setattr(numpy_backend, "threads", threads)
 

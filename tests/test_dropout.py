@@ -4,8 +4,8 @@ import math
 
 import numpy as np
 import pytest
-from conftest import param_loss
 from array_api_compat import device as device_of
+from conftest import param_loss
 
 from anynet import FullyConnectedNet, Generator, backend
 from anynet.gradient_check import eval_numerical_gradient, eval_numerical_gradient_array, rel_error
