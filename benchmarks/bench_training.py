@@ -1,7 +1,7 @@
 """asv benchmarks: CIFAR-10-shaped training throughput, step time and peak memory.
 
-Per backend (numpy, torch on the CPU; cupy and torch on CUDA when a GPU is
-there, skipped otherwise) and per model: TwoLayerNet of width 50 and 200, and
+Per backend (numpy, torch eager and compiled, and jax.jit on the CPU; cupy,
+torch and jax on CUDA when a GPU is there, skipped otherwise) and per model: TwoLayerNet of width 50 and 200, and
 FullyConnectedNet [512, 256] with batch normalization, dropout 0.25 and Adam;
 float32, batch 200. The data is the real CIFAR-10 when ``$ANYNET_DATA`` holds
 it, otherwise random images of the same shape: the ``data`` parameter says
@@ -15,7 +15,7 @@ in NumPy.
 from anynet import backend as _backend
 from benchmarks.bench import AnynetRun, find_cifar10, load_data, peak_device_bytes
 
-BACKENDS = ["numpy", "torch", "cupy", "torch-cuda"]
+BACKENDS = ["numpy", "torch", "torch-compiled", "jax", "cupy", "torch-cuda", "torch-cuda-compiled", "jax-cuda"]
 MODELS = ["two-layer-50", "two-layer-200", "fc-512-256-bn-dropout-adam"]
 DATA = ["cifar10" if find_cifar10() else "random"]
 BATCH = 200
@@ -24,26 +24,22 @@ NUM_TRAIN = 2000
 
 
 def _where(name):
-    """anynet backend and device of benchmark backend ``name``; NotImplementedError (asv: skip) when absent."""
-    backend, device = ("torch", "cuda") if name == "torch-cuda" else (name, None)
+    """anynet backend, device and ``--compile`` of benchmark backend ``name``; NotImplementedError (asv: skip)."""
+    backend, _, rest = name.partition("-")
+    device = "cuda" if rest.startswith("cuda") else None
+    compile = "on" if rest.endswith("compiled") else "auto"
     try:
-        _backend.namespace(backend)
-        if device == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
-                raise NotImplementedError("torch sees no CUDA device")
-        return backend, _backend.resolve_device(backend, device)
-    except _backend.BackendUnavailableError as exc:
+        return backend, _backend.resolve_device(backend, device), compile
+    except (_backend.BackendUnavailableError, ValueError) as exc:
         raise NotImplementedError(str(exc)) from None
 
 
 def _run(name, model, iterations):
     """An ``AnynetRun`` (Solver, model, data on the device) of benchmark parameters."""
-    backend, device = _where(name)
+    backend, device, compile = _where(name)
     data, _ = load_data(NUM_TRAIN, BATCH)
     kind, hidden = ("fc", 0) if model.startswith("fc") else ("two-layer", int(model.rsplit("-", 1)[1]))
-    return AnynetRun(data, backend, device, kind, hidden or 100, BATCH, iterations)
+    return AnynetRun(data, backend, device, kind, hidden or 100, BATCH, iterations, compile=compile)
 
 
 class Training:
@@ -55,7 +51,7 @@ class Training:
 
     def setup(self, name, model, data):
         self.run = _run(name, model, ITERATIONS)
-        self.run()  # warm up: first-call costs (allocator pools, kernels) are not the steady state
+        self.run()  # warm up: first-call costs (allocator pools, kernels, compilation) are not the steady state
 
     def track_images_per_s(self, name, model, data):
         """Median throughput of three ``Solver.train()`` runs of 20 minibatches (device synchronized)."""

@@ -128,6 +128,8 @@ def get(name: str | Backend | None = None, device=None) -> Backend:
         # One object per device however it was named ("cuda" and "cuda:0"), so that models compare backends.
         backend = _instances.setdefault((name, str(backend.device)), backend)
         _instances[key] = backend
+        # Known before any compiled step asks: a trace would otherwise go through array-api-compat's lookup.
+        _namespaces.setdefault(backend._array_type, backend.xp)
     return backend
 
 
