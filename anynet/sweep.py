@@ -52,7 +52,7 @@ _DATA_CACHE_SIZE = 2
 _DATA_LOCK = threading.Lock()
 _DATA_LOADS = Counter()  # data key -> times loaded in this process, for tests and logs
 _DATA_KEYS = ("data_dir", "num_training", "num_validation", "num_test", "dtype")
-_threads_limited = False
+_threads_limited: set = set()  # the array libraries whose threads this worker has limited
 
 
 def _data_key(config: dict) -> tuple:
@@ -125,16 +125,20 @@ def _dask_worker():
         return None
 
 
-def _limit_threads() -> None:
+def _limit_threads(config) -> None:
     """Use one BLAS, one torch and one anynet thread, so single-threaded workers sharing a machine don't fight."""
-    global _threads_limited
-    if _threads_limited:
-        return
-    _threads_limited = True
-    from . import backend
+    from . import backend, backends
 
+    try:
+        # Loads the trial's array library first, so that its threads are limited too (PyTorch's, say).
+        name = backends.get(config.get("backend") or "numpy", config.get("device")).name
+    except (backends.BackendUnavailableError, ValueError):
+        return  # the trial reports that itself
+    if name in _threads_limited:
+        return
+    _threads_limited.add(name)
     # Without threadpoolctl the nanny has already set OMP/MKL/OPENBLAS_NUM_THREADS=1. anynet's own threads
-    # too: no row blocks (anynet.blocks) beside the other trials.
+    # too: no row blocks beside the other trials.
     backend.limit_threads(1)
 
 
@@ -150,11 +154,7 @@ def _execute(trial, config: dict, sweep_id: str, index: int, run_dir=None, on_ep
         # Through a client, which waits for the scheduler to store the event: a worker dying right after
         # this line still leaves its attempt counted (the worker's own log_event is sent later, in a batch).
         get_client().log_event(_EVENT_TOPIC, {"sweep": sweep_id, "trial": index, "worker": worker.address})
-        _limit_threads()
-        if config.get("backend") == "torch":
-            import torch
-
-            torch.set_num_threads(1)
+        _limit_threads(config)
     row = {"worker": worker.address if worker is not None else "in-process", "status": "ok", "error": ""}
     try:
         metrics = trial(config, out_dir=run_dir, on_epoch=on_epoch)
