@@ -271,8 +271,8 @@ class Solver:
     def _compiled(self, fn, *args):
         """``fn(*args)`` of the compiled step; the time of a call that compiled counts as compile time."""
         backend = self.model.backend
+        start = time.perf_counter()  # before the count: the first asks loads the compiler (torch._dynamo: ~1 s)
         count = backend.compile_count()
-        start = time.perf_counter()
         out = fn(*args)
         if backend.compile_count() != count:
             backend.synchronize()  # once per compilation, never in the steady loop
