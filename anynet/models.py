@@ -37,7 +37,7 @@ class FullyConnectedNet:
     weight_scale : float
         Weights are drawn from N(0, weight_scale**2); biases start at zero.
     dtype : {"float32", "float64"} or a NumPy dtype
-        Parameters are kept, and inputs cast, in this dtype (``np.float64`` works too).
+        Parameters are kept, and inputs cast, in this dtype (``numpy.float64`` works too).
     seed : int, optional
         Seeds the weights and, outside a ``Solver``, fixes the dropout mask
         (as gradient checks need).

@@ -29,13 +29,13 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from anynet import backend as _backend
 from anynet import checks
 from anynet import data as _data
+from anynet.info import cpu_model
 
 MODELS = ("two-layer", "fc")
 FC_HIDDEN = (512, 256)
@@ -66,17 +66,6 @@ def blas_info():
         f"{i.get('internal_api')} {i.get('version')} kernel={i.get('architecture')} threads={i.get('num_threads')}"
         for i in threadpool_info() if i.get("user_api") == "blas"
     ]
-
-
-def cpu_model():
-    """The CPU model name from /proc/cpuinfo (or the platform's guess)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def find_cifar10(data_dir=None):
