@@ -6,7 +6,8 @@ gathers the minibatch ``idx`` from the training set on the device, runs the
 model's forward and backward pass and the update rule, and returns the new
 state. Nothing in it branches on an array's value, reads an array on the host,
 or changes an argument in place, so ``jax.jit`` and ``torch.compile`` trace it
-whole, once per model and batch shape. The state is kept as arrays only:
+whole, once per model, batch shape and set of constants (``TrainStep.constants``).
+The state is kept as arrays only:
 
 - ``optim_state``: per parameter, the rule's state arrays and, as 0-d arrays,
   the learning rate and step count (Python numbers there would be baked into
@@ -124,7 +125,7 @@ class TrainStep:
     # Conversions between the Solver's per-parameter configs (the course's form) and the step's state.
 
     def split_configs(self, configs, params):
-        """``(hyper, optim_state)`` of per-parameter ``configs``: constants and arrays.
+        """The step's ``optim_state`` of per-parameter ``configs``; their constants go to ``hyper``.
 
         The rule's missing state starts as zeros, so the step's state has
         the same arrays from the first step on (no second compilation).
