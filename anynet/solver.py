@@ -76,7 +76,10 @@ class Solver:
         (``anynet.step``). ``"auto"`` compiles where it measured faster
         (``Backend.compile_pays``); True raises ``ValueError`` where the
         backend, the model or the update rule cannot be compiled (a rule of
-        your own, say). A run compiles once per model and batch shape.
+        your own, say). A run compiles once per model and batch shape. On
+        jax the compiled step reuses the buffers of the parameters it is
+        given: an array taken from ``model.params`` before a step is deleted
+        by it (copy it to keep it).
 
     Attributes
     ----------
@@ -446,7 +449,10 @@ class Solver:
     def _restore_best(self):
         """Put the best parameters (and their running statistics) into the model."""
         if self.best_params:
-            self.model.params = dict(self.best_params)
+            # Copies: a compiled step may reuse the buffers of the parameters it is given (jax donates them),
+            # and best_params must outlive a train() called again.
+            xp = self.model.xp
+            self.model.params = {k: xp.asarray(v, copy=True) for k, v in self.best_params.items()}
             for bn, stats in zip(getattr(self.model, "bn_params", []), self.best_bn_stats, strict=False):
                 bn.update(stats)
 

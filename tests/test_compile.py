@@ -184,3 +184,16 @@ def test_a_second_solver_on_the_same_model_compiles_nothing_new(backend_name):
     second = anynet.Solver(model, _data(), **kwargs)
     second.train()
     assert backend.compile_count() == before and second.compile_seconds == 0
+
+
+def test_train_called_again_after_a_compiled_run_keeps_the_best_parameters(backend_name, tmp_path):
+    """jax donates the parameters a compiled step is given: those the model ends with must not be best_params."""
+    _compiling_backend(backend_name)
+    solver = _solver(backend_name, "float32", True, iterations=12)
+    solver.train()
+    solver.num_iterations = 24
+    solver.train()
+    solver.save_checkpoint(tmp_path / "again.npz")
+    for k, v in solver.best_params.items():
+        assert np.isfinite(to_numpy(v)).all(), k
+    _assert_same_params(solver.model.params, solver.best_params, 0)
