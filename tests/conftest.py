@@ -4,6 +4,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from anynet import backend, backends
@@ -99,3 +100,27 @@ def param_loss(model, name, X, y, **loss_kwargs):
             model.params[name] = original
 
     return f
+
+
+def reference_fc_net(params, X, y, reg, L):
+    """Scores, loss and gradients of an {affine - relu} x (L - 1) - affine - softmax net, W (in, out), in float64
+    NumPy: the reference the models' tests derive their expected numbers from."""
+    h, hs = X.reshape(len(X), -1), []
+    for i in range(1, L):
+        hs.append(h)
+        h = np.maximum(h @ params[f"W{i}"] + params[f"b{i}"], 0)
+    hs.append(h)
+    scores = h @ params[f"W{L}"] + params[f"b{L}"]
+    p = np.exp(scores - scores.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    N = len(y)
+    loss = -np.log(p[np.arange(N), y]).mean() + 0.5 * reg * sum((params[f"W{i}"] ** 2).sum() for i in range(1, L + 1))
+    dout = p
+    dout[np.arange(N), y] -= 1
+    dout /= N
+    grads = {}
+    for i in range(L, 0, -1):
+        grads[f"W{i}"] = hs[i - 1].T @ dout + reg * params[f"W{i}"]
+        grads[f"b{i}"] = dout.sum(axis=0)
+        dout = (dout @ params[f"W{i}"].T) * (hs[i - 1] > 0)
+    return scores, loss, grads

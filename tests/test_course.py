@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pytest
 from cifar_files import write_cifar10
+from conftest import reference_fc_net
 
 import anynet
 from anynet import backend
@@ -362,29 +363,6 @@ def test_fc_net_two_layer_net_cell():
             assert rel_error(grad_num, grads[name]) < 1e-6, (reg, name)
 
 
-def reference_fc(params, X, y, reg, L):
-    """Loss and gradients of an {affine - relu} x (L - 1) - affine - softmax net, W (in, out), in float64 NumPy."""
-    h, hs = X, []
-    for i in range(1, L):
-        hs.append(h)
-        h = np.maximum(h @ params[f"W{i}"] + params[f"b{i}"], 0)
-    hs.append(h)
-    scores = h @ params[f"W{L}"] + params[f"b{L}"]
-    p = np.exp(scores - scores.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    n = len(y)
-    loss = -np.log(p[np.arange(n), y]).mean() + 0.5 * reg * sum(np.sum(params[f"W{i}"] ** 2) for i in range(1, L + 1))
-    dout = p
-    dout[np.arange(n), y] -= 1
-    dout /= n
-    grads = {}
-    for i in range(L, 0, -1):
-        grads[f"W{i}"] = hs[i - 1].T @ dout + reg * params[f"W{i}"]
-        grads[f"b{i}"] = dout.sum(axis=0)
-        dout = (dout @ params[f"W{i}"].T) * (hs[i - 1] > 0)
-    return loss, grads
-
-
 def test_fc_net_fully_connected_cell():
     names = star_import("anynet.fc_net")
     FullyConnectedNet = names["FullyConnectedNet"]  # noqa: N806 - the cell's name
@@ -402,7 +380,7 @@ def test_fc_net_fully_connected_cell():
         loss, grads = model.loss(X, y)
         params = host(model.params)
         assert all(v.dtype == np.float64 for v in params.values())
-        ref_loss, ref_grads = reference_fc(params, X, y, reg, 3)
+        _, ref_loss, ref_grads = reference_fc_net(params, X, y, reg, 3)
         assert abs(float(loss) - ref_loss) < 1e-12
         if reg == 0:
             assert abs(float(loss) - math.log(C)) < 0.05  # small weights: near-uniform scores

@@ -4,34 +4,11 @@ import math
 
 import numpy as np
 import pytest
-from conftest import param_loss
+from conftest import param_loss, reference_fc_net
 
 import anynet
 from anynet import backend
 from anynet.gradient_check import eval_numerical_gradient, rel_error
-
-
-def _reference_scores_and_loss(params, X, y, reg, L):
-    """Scores, loss and gradients of an {affine-relu}x(L-1)-affine-softmax net in float64 NumPy."""
-    h, hs = X.reshape(len(X), -1), []
-    for i in range(1, L):
-        hs.append(h)
-        h = np.maximum(h @ params[f"W{i}"] + params[f"b{i}"], 0)
-    hs.append(h)
-    scores = h @ params[f"W{L}"] + params[f"b{L}"]
-    p = np.exp(scores - scores.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    N = len(y)
-    loss = -np.log(p[np.arange(N), y]).mean() + 0.5 * reg * sum((params[f"W{i}"] ** 2).sum() for i in range(1, L + 1))
-    dout = p
-    dout[np.arange(N), y] -= 1
-    dout /= N
-    grads = {}
-    for i in range(L, 0, -1):
-        grads[f"W{i}"] = hs[i - 1].T @ dout + reg * params[f"W{i}"]
-        grads[f"b{i}"] = dout.sum(axis=0)
-        dout = (dout @ params[f"W{i}"].T) * (hs[i - 1] > 0)
-    return scores, loss, grads
 
 
 @pytest.mark.parametrize("reg", [0.0, 0.7])
@@ -43,7 +20,7 @@ def test_two_layer_net_matches_reference(backend_name, reg):
     for k, v in params.items():
         model.params[k] = v  # as the course's notebook does: a NumPy array assigned by hand
     X, y = rng.standard_normal((5, 3, 2, 2)), rng.integers(0, 4, 5)
-    ref_scores, ref_loss, ref_grads = _reference_scores_and_loss(params, X, y, reg, 2)
+    ref_scores, ref_loss, ref_grads = reference_fc_net(params, X, y, reg, 2)
     np.testing.assert_allclose(backend.to_numpy(model.loss(X)), ref_scores, rtol=1e-10)
     loss, grads = model.loss(X, y)
     assert math.isclose(float(loss), ref_loss, rel_tol=1e-10)
