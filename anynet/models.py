@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from . import backends, checks
+from .backends.base import OnBackend
 from .layers import (
     _affine_backward,
     affine_forward,
@@ -18,7 +19,7 @@ from .layers import (
 )
 
 
-class FullyConnectedNet:
+class FullyConnectedNet(OnBackend):
     """``{affine - [batchnorm] - relu - [dropout]} x (L - 1) - affine - softmax``.
 
     Parameters
@@ -115,16 +116,6 @@ class FullyConnectedNet:
             if seed is not None:
                 self.dropout_param["seed"] = seed
         self.rng = None
-
-    @property
-    def xp(self):
-        """The Array API namespace of the model's backend."""
-        return self.backend.xp
-
-    @property
-    def device(self):
-        """The device the parameters live on."""
-        return self.backend.device
 
     @property
     def input_dim(self):

@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 from . import backends, checks
+from .backends.base import OnBackend
 from .layers import _affine_backward, affine_forward, relu_backward, relu_forward, softmax_loss
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -49,7 +50,7 @@ def _host_minibatch(rng, num_train, batch_size):
     return rng.choice(num_train, batch_size)
 
 
-class TwoLayerNet:
+class TwoLayerNet(OnBackend):
     """``affine - relu - affine - softmax`` with the first notebook's API.
 
     Parameters
@@ -100,16 +101,6 @@ class TwoLayerNet:
             "W2": self._to_device(W2),
             "b2": zeros(C, dtype=self._dtype, device=self.device),
         }
-
-    @property
-    def xp(self):
-        """The Array API namespace of the net's backend."""
-        return self.backend.xp
-
-    @property
-    def device(self):
-        """The device the parameters live on."""
-        return self.backend.device
 
     def _to_device(self, x):
         """``x`` as an array of this net's backend, device and dtype (no copy when it already is one)."""

@@ -267,7 +267,21 @@ class Backend:
         return None
 
 
-class Generator:
+class OnBackend:
+    """Something that computes on ``self.backend`` (a ``Backend``): its namespace and device are the backend's."""
+
+    @property
+    def xp(self):
+        """The Array API namespace of the backend."""
+        return self.backend.xp
+
+    @property
+    def device(self):
+        """The device arrays live on."""
+        return self.backend.device
+
+
+class Generator(OnBackend):
     """A seeded random generator producing arrays of one backend on one device.
 
     Weights and permutations are drawn on the host with NumPy and moved once, so
@@ -286,14 +300,6 @@ class Generator:
         self._host = np.random.default_rng(host_seq)
         self._device_seed = int(device_seq.generate_state(1, np.uint64)[0] >> 1)
         self._device_rng = None
-
-    @property
-    def xp(self):
-        return self.backend.xp
-
-    @property
-    def device(self):
-        return self.backend.device
 
     def _put(self, host: np.ndarray):
         return self.backend.asarray(host)
