@@ -70,7 +70,11 @@ class TorchBackend(Backend):
         # On a GPU, CUDA graphs ("reduce-overhead") replay the step's launches as one; the GPU check compares
         # it with plain compilation through $ANYNET_TORCH_COMPILE_MODE (benchmarks/RESULTS.md).
         mode = os.environ.get("ANYNET_TORCH_COMPILE_MODE") or ("reduce-overhead" if self.on_gpu else None)
-        return compiled_call(self.torch.compile(_own_code(step), fullgraph=True, dynamic=False, mode=mode))
+        # On a CPU, Inductor's wrapper around the kernels is Python unless it is asked for C++: cpp_wrapper takes
+        # a third off a step's host time, at no cost in compile time (benchmarks/RESULTS.md).
+        options = None if mode or self.on_gpu else {"cpp_wrapper": True}
+        return compiled_call(self.torch.compile(_own_code(step), fullgraph=True, dynamic=False, mode=mode,
+                                                options=options))
 
     def compile_pays(self):
         """On a GPU, where the eager step is ~36 launches paced by the host. On a CPU compiling takes 5-11 s
