@@ -207,7 +207,7 @@ class FullyConnectedNet(OnBackend):
         scores, fc_cache = affine_forward(h, params[f"W{L}"], params[f"b{L}"])
         return scores, fc_cache, caches
 
-    def loss_and_grads(self, params, X, y, bn_params, dropout_param=None):
+    def loss_and_grads(self, params, X, y, bn_params, dropout_param=None, scale=None):
         """Training-mode loss and gradients of ``params`` on a batch already on the device.
 
         A pure function of its arguments but for what it writes into them:
@@ -215,6 +215,11 @@ class FullyConnectedNet(OnBackend):
         dropout generator ``dropout_param["rng"]`` advanced. No input checks,
         no Python branch on an array's value, no host round trip: a compiled
         training step calls it while tracing.
+
+        ``scale`` (a number or 0-d array) makes ``grads`` the gradients of
+        ``scale * loss``: every backward pass is linear in its upstream
+        gradient, so scaling the scores' gradient (N x C numbers) scales them
+        all. The loss returned is not scaled.
 
         Returns
         -------
@@ -225,6 +230,8 @@ class FullyConnectedNet(OnBackend):
         L = self.num_layers
         scores, fc_cache, caches = self._forward(params, X, bn_params, dropout_param, "train")
         loss, dout = softmax_loss(scores, y)
+        if scale is not None:
+            dout = dout * scale
         grads = {}
         for i in range(L, 0, -1):
             if i < L:
@@ -240,11 +247,12 @@ class FullyConnectedNet(OnBackend):
             # sum(w * w) as the dot product of the flattened weights: one operation, no temporary the size
             # of w, and the terms of all layers scaled and added to the loss once.
             squares = None
+            reg = self.reg if scale is None else self.reg * scale
             for i in range(1, L + 1):
                 w = params[f"W{i}"]
                 w_flat = xp.reshape(w, (-1,))
                 squares = w_flat @ w_flat if squares is None else squares + w_flat @ w_flat
-                grads[f"W{i}"] += self.reg * w  # in place on the gradient _affine_backward just made
+                grads[f"W{i}"] += reg * w  # in place on the gradient _affine_backward just made
             loss = loss + 0.5 * self.reg * squares
         return loss, grads
 

@@ -14,6 +14,12 @@ The state is kept as arrays only:
   the compiled step, and a decayed learning rate would compile it again);
 - ``bn_state``: per batch normalization layer, (running mean, running variance);
 - ``rng_state``: the backend's counter- or key-based generator (``Backend.uniform``).
+
+Plain SGD with one learning rate takes a shorter way than the course's rule:
+the step backpropagates ``-learning_rate * loss`` (``loss_and_grads(...,
+scale=)``), whose gradients are the updates themselves, so each weight's new
+value is ``w + x.T @ dout_scaled``, which a compiler makes one GEMM that
+accumulates into ``w``. The result differs from ``sgd(w, dw)`` by rounding only.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ class TrainStep:
         self.state_keys = optim.STATE[rule_name]
         self.compiled = compile
         self.hyper, self.learning_rates = {}, {}
+        self.scaled = False  # see _step; decided by split_configs
         self._compiled = {}  # constants of the step -> (step, count) compiled with them
 
     def constants(self):
@@ -62,7 +69,7 @@ class TrainStep:
         dropout = tuple(sorted((k, v) for k, v in model.dropout_param.items() if k not in ("mode", "rng", "seed")))
         bn = tuple(tuple((k, bn.get(k)) for k in ("eps", "momentum")) for bn in model.bn_params)
         hyper = tuple((p, tuple(sorted(h.items()))) for p, h in self.hyper.items())
-        return float(model.reg), dropout, bn, hyper
+        return float(model.reg), dropout, bn, hyper, self.scaled
 
     def _functions(self):
         """The step and the accuracy count for the constants of now: compiled once for each set of them."""
@@ -100,11 +107,20 @@ class TrainStep:
         bn_params = self._bn_params(bn_state, "train")
         draws = _Draws(backend, rng_state)
         dropout_param = {**model.dropout_param, "rng": draws} if model.dropout_param else None
-        loss, grads = model.loss_and_grads(params, X, y, bn_params, dropout_param)
-        next_params, next_state = {}, {}
-        for p, w in params.items():
-            next_params[p], config = self.rule(w, grads[p], {**self.hyper[p], **optim_state[p]})
-            next_state[p] = {k: config[k] for k in optim_state[p]}
+        if self.scaled:
+            # Plain SGD with one learning rate: the gradients of -learning_rate * loss are the steps themselves,
+            # and a weight's step is the product its affine backward pass makes, which the compiler adds to the
+            # weight as the product is made (a GEMM that accumulates, instead of a GEMM and a pass reading it).
+            learning_rate = next(iter(optim_state.values()))["learning_rate"]
+            loss, steps = model.loss_and_grads(params, X, y, bn_params, dropout_param, scale=-learning_rate)
+            next_params = {p: w + steps[p] for p, w in params.items()}
+            next_state = {p: dict(state) for p, state in optim_state.items()}
+        else:
+            loss, grads = model.loss_and_grads(params, X, y, bn_params, dropout_param)
+            next_params, next_state = {}, {}
+            for p, w in params.items():
+                next_params[p], config = self.rule(w, grads[p], {**self.hyper[p], **optim_state[p]})
+                next_state[p] = {k: config[k] for k in optim_state[p]}
         next_bn = [(bn["running_mean"], bn["running_var"]) for bn in bn_params]
         return next_params, next_state, next_bn, draws.state, loss
 
@@ -147,6 +163,7 @@ class TrainStep:
                     value = xp.zeros_like(w)
                 arrays[key] = value
             self.hyper[p], state[p] = hyper, arrays
+        self.scaled = self.rule is optim.sgd and len(set(self.learning_rates.values())) == 1
         return state
 
     def join_configs(self, optim_state):

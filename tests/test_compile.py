@@ -28,6 +28,15 @@ def _solver(backend_name, dtype, compile, rule="adam", iterations=20, batch_size
                          batch_size=batch_size, num_iterations=iterations, verbose=False, seed=7, compile=compile)
 
 
+def _pure_solver(backend_name, dtype, rule, **model_kwargs):
+    """A Solver whose steps are the pure step: compiled where the backend compiles, run eagerly elsewhere
+    (numpy, array-api-strict)."""
+    solver = _solver(backend_name, dtype, False, rule, **model_kwargs)
+    solver.compiled = True
+    solver._train_step = TrainStep(solver.model, rule, compile=backends.get(backend_name).can_compile)
+    return solver
+
+
 def _assert_same_params(a, b, rtol):
     assert a.keys() == b.keys()
     for k in a:
@@ -38,17 +47,14 @@ def _assert_same_params(a, b, rtol):
 # rounding noise, which Adam and RMSProp divide by its own root mean square into steps of the full learning rate:
 # no two correct orders of operations agree on it. So the rules that normalize run without batch normalization.
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize(("rule", "batchnorm"), [("sgd_momentum", True), ("adam", False)])
+@pytest.mark.parametrize(("rule", "batchnorm"), [("sgd", True), ("sgd_momentum", True), ("adam", False)])
 def test_pure_step_equals_eager_step(backend_name, dtype, rule, batchnorm):
     """20 steps across three epoch ends (learning rate decayed): the same parameters, statistics and losses."""
     eager = _solver(backend_name, dtype, False, rule, batchnorm=batchnorm)
     eager.train()
-    pure = _solver(backend_name, dtype, False, rule, batchnorm=batchnorm)
-    # The pure step, compiled where the backend compiles, run eagerly elsewhere (numpy, array-api-strict).
-    can = backends.get(backend_name).can_compile
-    pure.compiled = True
-    pure._train_step = TrainStep(pure.model, rule, compile=can)
+    pure = _pure_solver(backend_name, dtype, rule, batchnorm=batchnorm)
     pure.train()
+    assert pure._train_step.scaled == (rule == "sgd")  # plain SGD backpropagates the loss times -learning_rate
     rtol = tolerance(dtype)
     _assert_same_params(eager.best_params, pure.best_params, rtol)
     _assert_same_params(eager.model.params, pure.model.params, rtol)
@@ -61,6 +67,21 @@ def test_pure_step_equals_eager_step(backend_name, dtype, rule, batchnorm):
     if rule == "adam":
         assert eager.optim_configs["W1"]["t"] == pure.optim_configs["W1"]["t"] == 20
     assert eager.optim_configs["W1"]["learning_rate"] == pytest.approx(pure.optim_configs["W1"]["learning_rate"])
+
+
+def test_sgd_with_a_learning_rate_per_parameter(backend_name, dtype="float64"):
+    """The pure SGD step backpropagates the loss scaled by the learning rate only when there is one: given a rate
+    per parameter, it applies the rule to each gradient, and both ways give the eager step's parameters."""
+    runs = []
+    for make in (lambda: _solver(backend_name, dtype, False, "sgd"), lambda: _pure_solver(backend_name, dtype, "sgd")):
+        solver = make()
+        solver.optim_configs["W2"]["learning_rate"] = 3e-2
+        solver.train()
+        runs.append(solver)
+    eager, pure = runs
+    assert not pure._train_step.scaled
+    _assert_same_params(eager.model.params, pure.model.params, tolerance(dtype))
+    assert pure.optim_configs["W2"]["learning_rate"] == pytest.approx(3e-2 * 0.9 ** 3)
 
 
 def _compiling_backend(backend_name):
