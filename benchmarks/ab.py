@@ -49,7 +49,7 @@ def load_base(base=None, base_dir=None):
     return importlib.import_module("anynet_base")  # its imports are relative: it stays apart from anynet
 
 
-def _trainer(pkg, data, backend, device, model, batch_size, iterations, sync):
+def _trainer(pkg, data, backend, device, model, batch_size, iterations, sync, compile="auto"):
     """A function that times one ``Solver.train()`` of ``iterations`` steps with package ``pkg``."""
     kw = {"seed": 0, "backend": backend, "device": device, "dtype": "float32"}
     if model == "fc":
@@ -66,7 +66,7 @@ def _trainer(pkg, data, backend, device, model, batch_size, iterations, sync):
         net.params = dict(initial)
         solver = pkg.Solver(net, data, update_rule=rule, optim_config={"learning_rate": 1e-3},
                             batch_size=batch_size, num_iterations=iterations, num_train_samples=batch_size,
-                            num_val_samples=batch_size, verbose=False, seed=0)
+                            num_val_samples=batch_size, verbose=False, seed=0, compile=compile)
         sync()
         start = time.perf_counter()
         solver.train()
@@ -78,6 +78,9 @@ def _trainer(pkg, data, backend, device, model, batch_size, iterations, sync):
 
 def main(argv=None):
     """Run the comparison and print one line per model; returns the exit status."""
+    from anynet.info import cpu_model
+    from benchmarks.bench import COMPILE, _synchronizer
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--base", help="git commit of the base version")
@@ -85,12 +88,14 @@ def main(argv=None):
     parser.add_argument("--backend", default="numpy")
     parser.add_argument("--device", default=None)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--compile", choices=tuple(COMPILE), default="auto",
+                        help="whether both versions' Solvers compile their steps, as anynet train --compile")
+    parser.add_argument("--model", choices=("two-layer", "fc"), help="only this model's cases (default: all)")
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc's malloc as it is (by default freed memory is kept for reuse)")
     args = parser.parse_args(argv)
 
     import anynet
-    from benchmarks.bench import _synchronizer
 
     # Two versions in one process share glibc's heap: whether a freed minibatch goes back to the OS, and the
     # next one faults in, then depends on the interleaving, not on either version (15 vs 307 faults a step
@@ -99,18 +104,21 @@ def main(argv=None):
     base = load_base(args.base, args.base_dir)
     device = anynet.backend.resolve_device(args.backend, args.device)
     sync = _synchronizer(args.backend, device)
-    print(f"base {args.base or args.base_dir} vs working tree; backend {args.backend} on {device}; "
-          f"{'glibc keeps freed memory' if kept else 'default malloc'}")
+    print(f"base {args.base or args.base_dir} vs working tree; backend {args.backend} on {device}, compile "
+          f"{args.compile}; {'glibc keeps freed memory' if kept else 'default malloc'}; {cpu_model()}")
     for model, batch_size, iterations in CASES:
+        if args.model not in (None, model):
+            continue
         rng = np.random.default_rng(0)
         N = max(10_000, 12 * batch_size)
         X = rng.standard_normal((N + batch_size, 3, 32, 32), dtype=np.float32)
         y = rng.integers(0, 10, N + batch_size)
         data = {"X_train": X[:N], "y_train": y[:N], "X_val": X[N:], "y_val": y[N:]}
-        runs = {name: _trainer(pkg, data, args.backend, device, model, batch_size, iterations, sync)
+        runs = {name: _trainer(pkg, data, args.backend, device, model, batch_size, iterations, sync,
+                               COMPILE[args.compile])
                 for name, pkg in (("base", base), ("new", anynet))}
         for run in runs.values():
-            run()  # warm-up
+            run()  # warm-up; a compiled step is compiled here, and later Solvers of the model reuse it
         rates = {name: [] for name in runs}
         for _ in range(args.rounds):
             for name, run in runs.items():
