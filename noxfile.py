@@ -16,14 +16,19 @@ def tests(session, backend):
     """Run the tests on one backend (numpy also runs the backend-independent tests)."""
     if backend == "cupy" and shutil.which("nvidia-smi") is None:
         session.skip("cupy needs an NVIDIA GPU and driver; none is visible here")
-    session.install("-e", ".[test]", "-r", f"backends/{backend}.txt")
-    session.run("pytest", *session.posargs, env={"ANYNET_TEST_BACKENDS": backend})
+    # --no-compile: pip's byte-compiling of every module of torch and jax took longer than installing them;
+    # the modules a test imports are compiled when first imported.
+    session.install("--no-compile", "-e", ".[test]", "-r", f"backends/{backend}.txt")
+    # JAX compiles each operation's first call at every new shape, one core at a time: its tests are spread over
+    # the cores (1.4x on two). Inductor already compiles torch's steps in parallel, and numpy's tests are quick.
+    spread = ["-n", "auto"] if backend == "jax" else []
+    session.run("pytest", *spread, *session.posargs, env={"ANYNET_TEST_BACKENDS": backend})
 
 
 @nox.session
 def lint(session):
     """ruff over the package, tests and benchmarks."""
-    session.install("ruff>=0.6")
+    session.install("--no-compile", "ruff>=0.6")
     session.run("ruff", "check", "anynet", "tests", "benchmarks", "noxfile.py")
 
 

@@ -13,6 +13,9 @@ from anynet import backend, backends
 # and the GPU check use it); otherwise every backend that can run here does.
 _WANTED = [b for b in os.environ.get("ANYNET_TEST_BACKENDS", "").split(",") if b]
 _PARAMS = _WANTED or list(backend.BACKENDS)
+# Hypothesis explores in the session that runs numpy (or every backend); the sessions of the other backends check
+# the same compute code on fewer draws: JAX compiles each operation again at every new shape the draws bring.
+FEWER_DRAWS = bool(_WANTED) and "numpy" not in _WANTED
 
 
 def _skip_reason(name):

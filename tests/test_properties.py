@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import FEWER_DRAWS
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -32,8 +33,9 @@ from anynet.layers import (
 )
 
 # The backend fixtures are plain names: reusing them across examples is safe.
-_SETTINGS = settings(deadline=None, max_examples=20, suppress_health_check=[HealthCheck.function_scoped_fixture])
-_FEW = settings(_SETTINGS, max_examples=10)
+_SETTINGS = settings(deadline=None, max_examples=8 if FEWER_DRAWS else 20,
+                     suppress_health_check=[HealthCheck.function_scoped_fixture])
+_FEW = settings(_SETTINGS, max_examples=5 if FEWER_DRAWS else 10)
 
 dims = st.integers(1, 4)
 seeds = st.integers(0, 2**32 - 1)
