@@ -123,14 +123,14 @@ def test_compiled_dropout_and_batchnorm_train_and_repeat(backend_name):
     _compiling_backend(backend_name)
     runs = []
     for seed in (7, 7, 8):
-        solver = _solver(backend_name, "float32", True, iterations=24, dropout=0.3)
+        solver = _solver(backend_name, "float32", True, iterations=12, dropout=0.3)
         solver.seed = seed
         solver.train()
         runs.append(solver)
     assert all(np.isfinite(run.loss_history).all() for run in runs)
     assert runs[0].loss_history == runs[1].loss_history
     assert runs[0].loss_history != runs[2].loss_history
-    eager = _solver(backend_name, "float32", False, iterations=24, dropout=0.3)
+    eager = _solver(backend_name, "float32", False, iterations=12, dropout=0.3)
     eager.train()
     assert eager.loss_history != runs[0].loss_history  # compiled masks are the carried generator's, not the host's
 
