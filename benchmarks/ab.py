@@ -60,10 +60,12 @@ def _trainer(pkg, data, backend, device, model, batch_size, iterations, sync, co
         rule = "sgd"
     on_device = pkg.Solver(net, data, batch_size=batch_size, num_iterations=1, verbose=False)
     data = {k: getattr(on_device, k) for k in data}  # moved once; later Solvers reuse it
-    initial = dict(net.params)
+    # On the host: a backend that donates parameter buffers to a compiled step (jax) deletes the arrays a run
+    # started from, and every run starts from the same weights.
+    initial = {k: pkg.backend.to_numpy(v).copy() for k, v in net.params.items()}
 
     def run():
-        net.params = dict(initial)
+        net.params = {k: net.xp.asarray(v, device=net.device) for k, v in initial.items()}
         solver = pkg.Solver(net, data, update_rule=rule, optim_config={"learning_rate": 1e-3},
                             batch_size=batch_size, num_iterations=iterations, num_train_samples=batch_size,
                             num_val_samples=batch_size, verbose=False, seed=0, compile=compile)
