@@ -77,8 +77,9 @@ class TorchBackend(Backend):
                                                 options=options))
 
     def compile_pays(self):
-        """On a GPU, where the eager step is ~36 launches paced by the host. On a CPU compiling takes 5-11 s
-        and saves 0.24-2.9 ms a step, which pays only after thousands of steps (benchmarks/RESULTS.md)."""
+        """On a GPU, where the eager step is ~36 launches paced by the host. On a CPU compiling takes 5-35 s
+        and saves a few percent to a third of a step, which pays only after thousands of steps
+        (benchmarks/RESULTS.md)."""
         return self.on_gpu
 
     def compile_count(self):
