@@ -23,7 +23,16 @@ def tests(session, backend):
     # and torch.compile each step, mostly one core at a time. Spread over the cores (pytest-xdist), the jax
     # session took 1.4x and the torch session 1.17x less time on two; numpy's tests gain nothing.
     spread = ["-n", "auto"] if backend in ("jax", "torch") else []
-    session.run("pytest", *spread, *session.posargs, env={"ANYNET_TEST_BACKENDS": backend})
+    env = {"ANYNET_TEST_BACKENDS": backend}
+    if backend == "jax":
+        # XLA's own optimization of the thousands of one-operation programs eager JAX compiles: 16% of the
+        # session's time, for code the tests time nowhere.
+        env["XLA_FLAGS"] = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+    if backend == "torch":
+        # A cold Inductor build of a step is 15-35 s of C++ compilation here: the tests trace steps through
+        # dynamo and AOT autograd only, but for those that check Inductor's code (test_compile, float32).
+        env["ANYNET_TORCH_COMPILE_BACKEND"] = "aot_eager"
+    session.run("pytest", *spread, *session.posargs, env=env)
 
 
 @nox.session

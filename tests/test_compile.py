@@ -48,8 +48,12 @@ def _assert_same_params(a, b, rtol):
 # no two correct orders of operations agree on it. So the rules that normalize run without batch normalization.
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize(("rule", "batchnorm"), [("sgd", True), ("sgd_momentum", True), ("adam", False)])
-def test_pure_step_equals_eager_step(backend_name, dtype, rule, batchnorm):
+def test_pure_step_equals_eager_step(backend_name, dtype, rule, batchnorm, monkeypatch):
     """20 steps across three epoch ends (learning rate decayed): the same parameters, statistics and losses."""
+    if dtype == "float32" and rule != "sgd_momentum":
+        # The torch session traces steps without generating code (noxfile); here Inductor's generated code itself
+        # is checked, in the dtype nets train in, on both ways a step updates (SGD's scaled backward pass, a rule).
+        monkeypatch.delenv("ANYNET_TORCH_COMPILE_BACKEND", raising=False)
     eager = _solver(backend_name, dtype, False, rule, batchnorm=batchnorm)
     eager.train()
     pure = _pure_solver(backend_name, dtype, rule, batchnorm=batchnorm)

@@ -70,6 +70,13 @@ class TorchBackend(Backend):
         # On a GPU, CUDA graphs ("reduce-overhead") replay the step's launches as one; the GPU check compares
         # it with plain compilation through $ANYNET_TORCH_COMPILE_MODE (benchmarks/RESULTS.md).
         mode = os.environ.get("ANYNET_TORCH_COMPILE_MODE") or ("reduce-overhead" if self.on_gpu else None)
+        # $ANYNET_TORCH_COMPILE_BACKEND=aot_eager traces the step as Inductor would get it but runs it without
+        # generating code: the test sessions use it where tracing is what a test checks (a cold Inductor build
+        # of a step takes 15-35 s of C++ compilation on a 2-core machine).
+        backend = os.environ.get("ANYNET_TORCH_COMPILE_BACKEND") or "inductor"
+        if backend != "inductor":
+            return compiled_call(self.torch.compile(_own_code(step), fullgraph=True, dynamic=False,
+                                                    backend=backend))
         # On a CPU, Inductor's wrapper around the kernels is Python unless it is asked for C++: cpp_wrapper takes
         # a third off a step's host time, at no cost in compile time (benchmarks/RESULTS.md).
         options = None if mode or self.on_gpu else {"cpp_wrapper": True}
