@@ -74,14 +74,13 @@ class TorchBackend(Backend):
         # generating code: the test sessions use it where tracing is what a test checks (a cold Inductor build
         # of a step takes 15-35 s of C++ compilation on a 2-core machine).
         backend = os.environ.get("ANYNET_TORCH_COMPILE_BACKEND") or "inductor"
-        if backend != "inductor":
-            return compiled_call(self.torch.compile(_own_code(step), fullgraph=True, dynamic=False,
-                                                    backend=backend))
         # On a CPU, Inductor's wrapper around the kernels is Python unless it is asked for C++: cpp_wrapper takes
         # a third off a step's host time, at no cost in compile time (benchmarks/RESULTS.md).
         options = None if mode or self.on_gpu else {"cpp_wrapper": True}
-        return compiled_call(self.torch.compile(_own_code(step), fullgraph=True, dynamic=False, mode=mode,
-                                                options=options))
+        if backend != "inductor":
+            mode = options = None  # Inductor's settings
+        return compiled_call(self.torch.compile(_own_code(step), fullgraph=True, dynamic=False, backend=backend,
+                                                mode=mode, options=options))
 
     def compile_pays(self):
         """On a GPU, where the eager step is ~36 launches paced by the host. On a CPU compiling takes 5-35 s
