@@ -37,14 +37,16 @@ def tests(session, backend):
 
 @nox.session
 def lint(session):
-    """ruff over the package, tests and benchmarks."""
-    session.install("--no-compile", "ruff>=0.6")
-    session.run("ruff", "check", "anynet", "tests", "benchmarks", "noxfile.py")
+    """ruff over the package, tests and benchmarks; import-linter's contracts over the package's layers."""
+    session.install("--no-compile", "ruff>=0.6", "import-linter>=2.1")
+    session.install("--no-compile", "--no-deps", "-e", ".")  # found by import-linter; never imported
+    session.run("ruff", "check", "anynet", "tests", "benchmarks", "examples", "noxfile.py")
+    session.run("lint-imports")
 
 
 @nox.session
 def bench(session):
-    """asv's quick run of the training benchmarks on this machine's interpreter."""
-    session.install("-e", ".[bench]", "-r", "backends/torch.txt")
+    """asv's quick run of the training benchmarks on this machine's interpreter: numpy, torch and jax on the CPU."""
+    session.install("--no-compile", "-e", ".[bench]", "-r", "backends/torch.txt", "-r", "backends/jax.txt")
     session.run("asv", "machine", "--yes")
     session.run("asv", "run", "--python=same", "--quick", "--show-stderr", *session.posargs)

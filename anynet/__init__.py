@@ -1,11 +1,16 @@
 """anynet: CS231n-style neural networks written once against the Python Array API standard.
 
-The same layers, models, optimizers and Solver run on NumPy, CuPy, PyTorch
-and array-api-strict arrays; the backend is chosen at run time.
+The same layers, models, optimizers and Solver run on NumPy, CuPy, PyTorch,
+JAX and array-api-strict arrays; the backend is chosen at run time.
+
+The packages are layers, each importing only those below it: ``backends``
+(the array libraries), ``nn`` (standard-only compute), ``models``,
+``training``, ``data`` (and pictures), ``app`` (the command). The course's
+module names (``anynet.layers``, ``anynet.solver``, ...) point into them.
 
 The names below load their module on first use: ``import anynet`` alone
 loads no array library, so the ``anynet`` command can set up its process
-before NumPy starts (``anynet.cli.prepare_process``).
+before NumPy starts (``anynet.app.process.prepare_process``).
 """
 
 from __future__ import annotations
@@ -28,18 +33,18 @@ __version__ = _installed_version()
 
 # public name -> the module that defines it
 _HOME = {
-    "BACKENDS": "backend",
-    "BackendUnavailableError": "backend",
-    "Generator": "backend",
-    "available_backends": "backend",
-    "get_backend": "backend",
-    "set_backend": "backend",
-    "CheckpointError": "checkpoint",
-    "load_model": "checkpoint",
-    "save_model": "checkpoint",
+    "BACKENDS": "backends",
+    "BackendUnavailableError": "backends",
+    "Generator": "backends",
+    "available_backends": "backends",
+    "get_backend": "backends",
+    "set_backend": "backends",
+    "CheckpointError": "training.checkpoint",
+    "load_model": "training.checkpoint",
+    "save_model": "training.checkpoint",
     "FullyConnectedNet": "models",
     "TwoLayerNet": "models",
-    "Solver": "solver",
+    "Solver": "training.solver",
 }
 
 __all__ = [
@@ -58,7 +63,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .backend import (
+    from .backends import (
         BACKENDS,
         BackendUnavailableError,
         Generator,
@@ -66,13 +71,13 @@ if TYPE_CHECKING:
         get_backend,
         set_backend,
     )
-    from .checkpoint import CheckpointError, load_model, save_model
     from .models import FullyConnectedNet, TwoLayerNet
-    from .solver import Solver
+    from .training.checkpoint import CheckpointError, load_model, save_model
+    from .training.solver import Solver
 
 
 def __getattr__(name):
-    """Load a public name (or a submodule, as ``anynet.backend``) on first use."""
+    """Load a public name (or a submodule, as ``anynet.backends``) on first use."""
     home = _HOME.get(name)
     if home is None:
         try:

@@ -1,5 +1,5 @@
 """``python -m anynet``: the ``anynet`` command."""
 
-from .cli import main
+from .app.cli import main
 
 raise SystemExit(main())

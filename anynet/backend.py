@@ -1,19 +1,21 @@
-"""Backends by name: the functions of anynet's public API over the backend objects of ``anynet.backends``.
+"""Deprecated: the functions of backends by name. Use the objects of ``anynet.backends`` instead.
 
-``backend=`` and ``device=`` arguments, ``set_backend``, ``$ANYNET_BACKEND``
-and ``available_backends()`` are anynet's public API; each backend is one
-object (``anynet.backends.get(name, device)``) that holds what the Array API
-standard leaves out. This module keeps the by-name helpers that models,
-scripts and tests call.
+``anynet.backends.get(name, device)`` gives the backend object that these
+functions looked up; the public API (``backend=``, ``set_backend``,
+``available_backends``, ``$ANYNET_BACKEND``) is unchanged. This module stays
+for scripts written against it and warns when imported.
 """
 
 from __future__ import annotations
 
+import warnings
+
 from . import backends as _backends
-from .backends import (
+from .backends import (  # noqa: F401 - re-exported
     BACKENDS,
     DTYPES,
     BackendUnavailableError,
+    Generator,
     available_backends,
     dtype_name,
     get_backend,
@@ -21,90 +23,36 @@ from .backends import (
     set_backend,
     to_numpy,
 )
-from .backends import base as _base
-from .backends.numpy import blas_idles_briefly, keep_freed_memory, limit_threads, map_on_threads, set_threads, threads
 
-__all__ = [
-    "BACKENDS", "DTYPES", "BackendUnavailableError", "Generator", "available_backends", "blas_idles_briefly",
-    "block_map", "check_backend_name", "dtype_name", "dtype_of", "get_backend", "keep_freed_memory",
-    "limit_threads", "map_on_threads", "name_of", "namespace", "on_gpu", "resolve_device", "set_backend",
-    "set_threads", "take_rows", "threads", "to_device", "to_numpy",
-]
+warnings.warn("anynet.backend is deprecated: use the backend objects of anynet.backends "
+              "(anynet.backends.get(name, device))", DeprecationWarning, stacklevel=2)
 
 check_backend_name = _backends.check_name
 
 
-def namespace(name: str | None = None):
-    """Return the Array API namespace of backend ``name`` (default: ``get_backend()``)."""
+def namespace(name=None):
+    """The Array API namespace of backend ``name``: ``anynet.backends.get(name).xp``."""
     return _backends.get(name).xp
 
 
-def resolve_device(name: str, device=None):
-    """Return the device object of backend ``name`` that ``device`` names (None: the backend's default)."""
+def resolve_device(name, device=None):
+    """The device object of backend ``name``: ``anynet.backends.get(name, device).device``."""
     return _backends.get(name, device).device
 
 
-def on_gpu(name: str, device) -> bool:
-    """Whether backend ``name`` computes on a GPU on ``device``."""
+def on_gpu(name, device):
+    """``anynet.backends.get(name, device).on_gpu``."""
     return name is not None and _backends.get(name, device).on_gpu
 
 
-def dtype_of(xp, dtype):
-    """Return the floating dtype of namespace ``xp`` for ``dtype`` (a name or a NumPy dtype)."""
-    return getattr(xp, dtype_name(dtype))
-
-
 def take_rows(x, indices):
-    """``take(x, indices, axis=0)`` for non-negative ``indices``, as the backend of ``x`` does it fastest."""
+    """``anynet.backends.of(x).take_rows(x, indices)``."""
     return _backends.of(x).take_rows(x, indices)
 
 
-def block_map(name):
-    """A ``map(f, items) -> list`` running the calls on threads, or None where threads cannot pay (see blocks).
-
-    ``name`` is a backend's name or its object.
-    """
-    if name is None:
-        return None
-    cls = type(name) if isinstance(name, _backends.Backend) else _backends.backend_class(name)
-    if cls.block_map is _backends.Backend.block_map:
-        return None  # a library without threaded updates (cupy, torch, jax), installed here or not
-    return _backends.get(name).block_map()
-
-
 def to_device(x, xp, device, dtype=None):
-    """Return ``x`` as an array of namespace ``xp`` on ``device`` (no copy when it is already there)."""
-    return _backends.get(_name_of_namespace(xp), device).to_device(x, dtype)
-
-
-def _name_of_namespace(xp) -> str:
+    """``x`` on ``device`` of the backend whose namespace is ``xp``: ``Backend.to_device``."""
     for name in BACKENDS:
-        cls = _backends.backend_class(name)
-        if xp.__name__ == cls.namespace_module:
-            return name
+        if _backends.backend_class(name).namespace_module == xp.__name__:
+            return _backends.get(name, device).to_device(x, dtype)
     raise TypeError(f"no anynet backend has the namespace {xp.__name__}")
-
-
-class Generator(_base.Generator):
-    """A seeded random generator producing arrays of one backend on one device.
-
-    Parameters
-    ----------
-    seed : None, int or sequence of int
-        The same seed gives the same numbers run after run.
-    backend : str, optional
-        A name in ``BACKENDS``; default ``get_backend()``, or the backend of ``like``.
-    device : optional
-        A device of that backend.
-    like : array, optional
-        Take backend and device from this array.
-    """
-
-    def __init__(self, seed=None, backend=None, device=None, *, like=None):
-        if like is not None:
-            obj = _backends.of(like)
-        elif isinstance(backend, _backends.Backend):
-            obj = backend
-        else:
-            obj = _backends.get(backend, device)
-        super().__init__(obj, seed)

@@ -9,13 +9,14 @@ as in the course's modular nets.
 
 from __future__ import annotations
 
-from .layer_utils import (
+from .models import FullyConnectedNet, TwoLayerNet
+from .nn.layer_utils import (
     affine_batchnorm_relu_backward,
     affine_batchnorm_relu_forward,
     affine_relu_backward,
     affine_relu_forward,
 )
-from .layers import (
+from .nn.layers import (
     affine_backward,
     affine_forward,
     batchnorm_backward,
@@ -28,7 +29,6 @@ from .layers import (
     softmax_loss,
     svm_loss,
 )
-from .models import FullyConnectedNet, TwoLayerNet
 
 __all__ = [
     "FullyConnectedNet",

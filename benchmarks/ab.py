@@ -12,10 +12,14 @@ package instead.
 Models: TwoLayerNet hidden 100 with SGD at batch 200 and 4096, and the
 [512, 256] FullyConnectedNet with batchnorm, dropout 0.25 and Adam at batch
 200; random data of CIFAR-10's shape, float32, at least 12 steps an epoch.
+``$ANYNET_BENCH_SMOKE=1`` makes every case a few steps on a few images, to
+see that the script still runs (``tests/test_bench.py``).
 """
 
 import argparse
+import atexit
 import importlib
+import os
 import shutil
 import statistics
 import subprocess
@@ -24,19 +28,22 @@ import tempfile
 import time
 from pathlib import Path
 
-from anynet.cli import prepare_process
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: its anynet, and benchmarks.bench
+
+from anynet.app.process import keep_freed_memory, prepare_process  # noqa: E402
 
 prepare_process(True)  # as ``anynet train`` does for Adam (the fc case), for both versions alike
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for benchmarks.bench
-
-CASES = (("two-layer", 200, 100), ("two-layer", 4096, 48), ("fc", 200, 60))
+SMOKE = os.environ.get("ANYNET_BENCH_SMOKE", "") not in ("", "0")
+CASES = (("two-layer", 20, 2), ("fc", 20, 2)) if SMOKE else (
+    ("two-layer", 200, 100), ("two-layer", 4096, 48), ("fc", 200, 60))
 
 
 def load_base(base=None, base_dir=None):
     """Import the base version of the package as ``anynet_base``."""
     folder = Path(tempfile.mkdtemp(prefix="anynet-ab-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     if base_dir is not None:
         shutil.copytree(Path(base_dir) / "anynet", folder / "anynet_base")
     else:
@@ -47,6 +54,14 @@ def load_base(base=None, base_dir=None):
         (folder / "anynet").rename(folder / "anynet_base")
     sys.path.insert(0, str(folder))
     return importlib.import_module("anynet_base")  # its imports are relative: it stays apart from anynet
+
+
+def _to_numpy(pkg):
+    """``to_numpy`` of package ``pkg``: in ``backends`` now, in ``backend`` in versions before the backend objects."""
+    try:
+        return importlib.import_module(f"{pkg.__name__}.backends").to_numpy
+    except ModuleNotFoundError:
+        return importlib.import_module(f"{pkg.__name__}.backend").to_numpy
 
 
 def _trainer(pkg, data, backend, device, model, batch_size, iterations, sync, compile="auto"):
@@ -62,7 +77,7 @@ def _trainer(pkg, data, backend, device, model, batch_size, iterations, sync, co
     data = {k: getattr(on_device, k) for k in data}  # moved once; later Solvers reuse it
     # On the host: a backend that donates parameter buffers to a compiled step (jax) deletes the arrays a run
     # started from, and every run starts from the same weights.
-    initial = {k: pkg.backend.to_numpy(v).copy() for k, v in net.params.items()}
+    initial = {k: _to_numpy(pkg)(v).copy() for k, v in net.params.items()}
 
     def run():
         net.params = {k: net.xp.asarray(v, device=net.device) for k, v in initial.items()}
@@ -80,7 +95,7 @@ def _trainer(pkg, data, backend, device, model, batch_size, iterations, sync, co
 
 def main(argv=None):
     """Run the comparison and print one line per model; returns the exit status."""
-    from anynet.info import cpu_model
+    from anynet.app.info import cpu_model
     from benchmarks.bench import COMPILE, _synchronizer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -100,11 +115,12 @@ def main(argv=None):
     import anynet
 
     # Two versions in one process share glibc's heap: whether a freed minibatch goes back to the OS, and the
-    # next one faults in, then depends on the interleaving, not on either version (15 vs 307 faults a step
-    # seen for code that runs alike on its own). Kept memory takes that luck out, as in `anynet train`.
-    kept = not args.default_malloc and anynet.backend.keep_freed_memory()
+    # next one faults in, then depends on the interleaving, not on either version (seen for code that runs
+    # alike on its own: benchmarks/RESULTS.md, "Third session"). Kept memory takes that luck out, as in
+    # `anynet train`.
+    kept = not args.default_malloc and keep_freed_memory()
     base = load_base(args.base, args.base_dir)
-    device = anynet.backend.resolve_device(args.backend, args.device)
+    device = anynet.backends.get(args.backend, args.device).device
     sync = _synchronizer(args.backend, device)
     print(f"base {args.base or args.base_dir} vs working tree; backend {args.backend} on {device}, compile "
           f"{args.compile}; {'glibc keeps freed memory' if kept else 'default malloc'}; {cpu_model()}")
@@ -112,7 +128,7 @@ def main(argv=None):
         if args.model not in (None, model):
             continue
         rng = np.random.default_rng(0)
-        N = max(10_000, 12 * batch_size)
+        N = 2 * batch_size if SMOKE else max(10_000, 12 * batch_size)
         X = rng.standard_normal((N + batch_size, 3, 32, 32), dtype=np.float32)
         y = rng.integers(0, 10, N + batch_size)
         data = {"X_train": X[:N], "y_train": y[:N], "X_val": X[N:], "y_val": y[N:]}

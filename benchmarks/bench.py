@@ -14,11 +14,13 @@ For the two-layer net on a CPU a fourth contestant, ``numpy_loop``, trains it
 with a hand-written NumPy loop (the same work again): ``anynet/numpy_loop`` is
 what the library's layers, model and Solver cost over plain NumPy.
 
-``anynet bench --help`` (in a source checkout) or ``python
-benchmarks/compare.py --help`` (or ``main(argv)``) runs it from the command
-line, with the flag names of ``anynet train``; ``compare(...)`` returns the
-figures as a dict. It lives beside the package, not in it: an installed
-anynet has no benchmark harness.
+A program: ``python benchmarks/bench.py --help`` (what ``anynet bench`` runs,
+in a source checkout; ``benchmarks/compare.py`` too), with the flag names of
+``anynet train``. Run so, it sets up its own process before NumPy loads, as
+``anynet train`` sets up its own for the update rule of the model it trains
+(``trains_with_state``), and keeps freed memory for every contestant. As a
+module, ``compare(...)`` returns the figures as a dict. It lives beside the
+package, not in it: an installed anynet has no benchmark harness.
 """
 
 from __future__ import annotations
@@ -29,19 +31,55 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 
-import numpy as np
+# Update rule of each model: a rule that keeps state updates in row blocks, which OpenBLAS's spinning threads
+# would slow (anynet.app.process.prepare_process); told before NumPy loads.
+RULES = {"two-layer": "sgd", "fc": "adam"}
 
-from anynet import backend as _backend
-from anynet import checks
-from anynet import data as _data
-from anynet.info import cpu_model
+
+def trains_with_state(argv):
+    """Whether the command line ``argv`` benchmarks a model whose update rule keeps state (not plain SGD)."""
+    from anynet.app.flags import flag_value  # NumPy-free, as everything this program runs before NumPy loads
+
+    return RULES.get(flag_value(argv, "--model") or "two-layer", "sgd") != "sgd"
+
+
+def _prepare_process(argv):
+    """Set up this process for the benchmark ``argv`` asks for; before NumPy loads.
+
+    Without threadpoolctl the BLAS's thread count can only be set through
+    the environment before NumPy is imported: ``--threads N`` is exported
+    first. Then OpenBLAS is told what ``anynet train`` tells it for the
+    model's rule.
+    """
+    from anynet.app.flags import flag_value
+    from anynet.app.process import prepare_process
+
+    threads = flag_value(argv, "--threads")
+    if threads and threads.isdigit():
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = threads
+    prepare_process(trains_with_state(argv))
+
+
+if __name__ == "__main__":  # run as a program, by anynet bench or compare.py: this checkout's anynet
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    _prepare_process(sys.argv[1:])
+
+import numpy as np  # noqa: E402
+
+from anynet import backends  # noqa: E402
+from anynet.app.info import cpu_model  # noqa: E402
+from anynet.app.process import keep_freed_memory, limit_threads  # noqa: E402
+from anynet.data import find_cifar10 as _find_cifar10  # noqa: E402
+from anynet.data import load_batch  # noqa: E402
+from anynet.data.download import TRAIN_BATCHES  # noqa: E402
+from anynet.nn import checks  # noqa: E402
 
 MODELS = ("two-layer", "fc")
 FC_HIDDEN = (512, 256)
 FC_DROPOUT = 0.25
-# Update rule of each model (anynet.cli.trains_with_state knows it too, before NumPy loads).
-RULES = {"two-layer": "sgd", "fc": "adam"}
 COMPILE = {"auto": "auto", "on": True, "off": False}  # --compile -> the Solver's compile=
 IMAGE_SHAPE = (3, 32, 32)
 NUM_CLASSES = 10
@@ -53,7 +91,7 @@ def set_threads(n):
         import torch  # noqa: F401  (loaded now, so that its contestant is limited too)
     except ImportError:
         pass
-    return _backend.limit_threads(n)
+    return limit_threads(n)
 
 
 def blas_info():
@@ -75,7 +113,7 @@ def find_cifar10(data_dir=None):
     times random images of the same shape.
     """
     data_dir = data_dir or os.environ.get("ANYNET_DATA")
-    return _data.find_cifar10(data_dir) if data_dir else None
+    return _find_cifar10(data_dir) if data_dir else None
 
 
 def load_data(num_train, num_val, data_dir=None, seed=0):
@@ -99,10 +137,10 @@ def load_data(num_train, num_val, data_dir=None, seed=0):
         source = "random"
     else:
         parts, have = [], 0
-        for name in _data.TRAIN_BATCHES:
+        for name in TRAIN_BATCHES:
             if have >= num_train + num_val:
                 break
-            parts.append(_data.load_batch(folder / name))
+            parts.append(load_batch(folder / name))
             have += parts[-1][0].shape[0]
         X = np.concatenate([p[0] for p in parts])[: num_train + num_val]
         X = X.transpose(0, 3, 1, 2).astype(np.float32, order="C")  # channels first, as get_cifar10_data
@@ -181,7 +219,7 @@ class AnynetRun:
         self.model = net
         # On the host: a backend that donates parameter buffers to a compiled step (jax) deletes the arrays
         # one run started from, and every run starts from the same weights.
-        self.initial = {k: _backend.to_numpy(v).copy() for k, v in net.params.items()}
+        self.initial = {k: backends.to_numpy(v).copy() for k, v in net.params.items()}
         self.data = data
         self.batch_size, self.iterations, self.seed = batch_size, iterations, seed
         if compile not in COMPILE:
@@ -193,7 +231,7 @@ class AnynetRun:
 
     def _prepare(self):
         """Build the next run's Solver outside the timed region (it moves and checks the data once)."""
-        from anynet.solver import Solver
+        from anynet.training.solver import Solver
 
         xp, device = self.model.xp, self.model.device
         self.model.params = {k: xp.asarray(v, device=device) for k, v in self.initial.items()}
@@ -473,9 +511,10 @@ def compare(
     log : callable, optional
         Receives progress lines.
     keep_memory : bool
-        Call ``backend.keep_freed_memory()`` first (glibc; the whole process, so every contestant, as
-        ``anynet train`` does for itself). With glibc's default the heap's history decides whose freed
-        minibatches go back to the OS and fault in again: the same code ran at 76k or 96k images/s.
+        Call ``anynet.app.process.keep_freed_memory()`` first (glibc; the whole process, so every
+        contestant, as ``anynet train`` does for itself). With glibc's default the heap's history decides
+        whose freed minibatches go back to the OS and fault in again, so the same code runs at different
+        speeds from one process to the next (benchmarks/RESULTS.md, "glibc's heap history").
     compile : {"auto", "on", "off"}
         Whether anynet's Solver compiles its step (``anynet train --compile``).
 
@@ -495,9 +534,9 @@ def compare(
     log = log or (lambda line: None)
     threads = threads or os.cpu_count() or 1
     thread_control = set_threads(threads)
-    kept = keep_memory and _backend.keep_freed_memory()
-    dev = _backend.resolve_device(backend, device)
-    on_gpu = _backend.on_gpu(backend, dev)
+    kept = keep_memory and keep_freed_memory()
+    place = backends.get(backend, device)
+    dev, on_gpu = place.device, place.on_gpu
     if torch_device is None:
         torch_device = "cuda" if on_gpu else "cpu"
     # At least 12 steps an epoch (CIFAR-10's 49,000 images at batch 4096), so the Solver's per-epoch
@@ -571,9 +610,10 @@ def compare(
 def unsteady(runs, spread=1.25):
     """A note for each contestant whose fastest run was more than ``spread`` times its slowest.
 
-    Some machines switch speed for seconds to minutes (a shared 2-core VM here: memory-bound work 3-4x
-    slower in one state). Paired ratios cancel a drift between rounds but not a change of state within a
-    run; such a run is worth repeating before its figures are quoted. Steady runs here spread by up to 1.2x.
+    Some machines switch speed for seconds to minutes (a shared VM: memory-bound work much slower in one
+    state). Paired ratios cancel a drift between rounds but not a change of state within a run; such a run
+    is worth repeating before its figures are quoted. ``spread`` sits just above what steady runs spread by
+    (benchmarks/RESULTS.md, "The slow state is per process").
     """
     notes = []
     for name, rates in runs.items():
@@ -586,8 +626,8 @@ def unsteady(runs, spread=1.25):
 class _GcWatch:
     """Garbage collections, and their time, inside each contestant's timed runs (``who`` says whose run it is).
 
-    With PyTorch imported a full collection takes tens of milliseconds: as long as a whole timed run of a
-    small model on a GPU, so one that lands in a run makes that run an outlier.
+    With PyTorch imported a full collection takes about as long as a whole timed run of a small model on a
+    GPU (benchmarks/RESULTS.md), so one that lands in a run makes that run an outlier.
     """
 
     def __init__(self, names):
@@ -653,18 +693,23 @@ def format_report(result):
     return "\n".join(lines)
 
 
-def build_parser(parser=None):
-    """Add the options of ``anynet bench`` / ``benchmarks/compare.py`` to ``parser``.
+def build_parser(prog=None):
+    """The parser of this program (``anynet bench``, ``benchmarks/compare.py``); ``prog`` names it in messages.
 
     Flags shared with ``anynet train`` have its names (``--hidden-dims``,
     ``--data-dir``, ``--num-training``, ``--compile``); ``$ANYNET_BACKEND`` and
-    ``$ANYNET_DEVICE`` stand for ``--backend`` and ``--device``.
+    ``$ANYNET_DEVICE`` stand for ``--backend`` and ``--device``. Errors are
+    ``anynet train``'s: one line, exit code 2.
     """
-    from anynet.backend import BACKENDS
-    from anynet.cli import ArgumentParser, non_negative_int, positive_int
+    from anynet.app.cli import ArgumentParser
+    from anynet.app.flags import non_negative_int, positive_int
+    from anynet.backends import BACKENDS
 
-    parser = parser or ArgumentParser(
-        prog="compare.py", description="anynet vs PyTorch eager vs the GEMM floor (vs a NumPy loop), side by side."
+    parser = ArgumentParser(
+        prog=prog,
+        description="Train the same model three ways in one process, alternating, and print the median images/s "
+        "and their ratios: anynet through the Solver, PyTorch eager, and only the matrix products of a step "
+        "(and, for the two-layer net on a CPU, a hand-written NumPy loop).",
     )
     parser.add_argument("--backend", choices=BACKENDS, default=None,
                         help="anynet's backend (default: $ANYNET_BACKEND, else numpy)")
@@ -702,7 +747,7 @@ def build_parser(parser=None):
 
 def run_from_args(args):
     """Run ``compare`` with parsed ``args``, print the report and return the exit status."""
-    from anynet.cli import environment_defaults
+    from anynet.app.flags import environment_defaults
 
     place = environment_defaults()
     backend = args.backend or place.get("backend", "numpy")
@@ -718,20 +763,14 @@ def run_from_args(args):
     return 0
 
 
-def main(argv=None):
-    """Command-line entry point; returns the exit status."""
-    return run_from_args(build_parser().parse_args(argv))
+def main(argv=None, prog=None):
+    """Command-line entry point; returns the exit status (2, with one line on stderr, for what the user can fix)."""
+    from anynet.app.cli import guarded
+
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    return guarded(parser.prog, run_from_args, args)
 
 
-def add_parser(subparsers):
-    """Add ``anynet bench`` to the ``anynet`` command's subparsers and return its parser."""
-    parser = subparsers.add_parser(
-        "bench",
-        help="anynet vs PyTorch eager vs the GEMM floor (vs a NumPy loop), side by side",
-        description="Train the same model three ways in one process, alternating, and print the median images/s "
-        "and their ratios: anynet through the Solver, PyTorch eager, and only the matrix products of a step "
-        "(and, for the two-layer net on a CPU, a hand-written NumPy loop).",
-    )
-    build_parser(parser)
-    parser.set_defaults(run=run_from_args)
-    return parser
+if __name__ == "__main__":
+    sys.exit(main(prog=os.environ.get("ANYNET_PROG")))

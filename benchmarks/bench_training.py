@@ -10,17 +10,26 @@ device memory is tracked too. The array operations of a step (a GPU's kernel
 launches) are counted on NumPy, a figure that does not depend on the machine,
 and anynet's own cost per step is tracked against the same step written inline
 in NumPy.
+
+``$ANYNET_BENCH_SMOKE=1`` shrinks every benchmark to a few steps on a few
+images, so that a test can run each one once and see it still runs
+(``tests/test_bench.py``); the figures of such a run mean nothing.
 """
 
-from anynet import backend as _backend
+import os
+
+from anynet import backends
 from benchmarks.bench import AnynetRun, find_cifar10, load_data, peak_device_bytes
 
 BACKENDS = ["numpy", "torch", "torch-compiled", "jax", "cupy", "torch-cuda", "torch-cuda-compiled", "jax-cuda"]
 MODELS = ["two-layer-50", "two-layer-200", "fc-512-256-bn-dropout-adam"]
 DATA = ["cifar10" if find_cifar10() else "random"]
-BATCH = 200
-ITERATIONS = 20
-NUM_TRAIN = 2000
+SMOKE = os.environ.get("ANYNET_BENCH_SMOKE", "") not in ("", "0")
+BATCH = 20 if SMOKE else 200
+ITERATIONS = 2 if SMOKE else 20
+NUM_TRAIN = 2 * BATCH if SMOKE else 2000
+OVERHEAD_STEPS = 3 if SMOKE else 200
+UPDATE_SHAPE = (1024, 512) if SMOKE else (3072, 512)  # the FC net's first layer; the smallest cut in blocks
 
 
 def _where(name):
@@ -29,8 +38,8 @@ def _where(name):
     device = "cuda" if rest.startswith("cuda") else None
     compile = "on" if rest.endswith("compiled") else "auto"
     try:
-        return backend, _backend.resolve_device(backend, device), compile
-    except (_backend.BackendUnavailableError, ValueError) as exc:
+        return backend, backends.get(backend, device).device, compile
+    except (backends.BackendUnavailableError, ValueError) as exc:
         raise NotImplementedError(str(exc)) from None
 
 
@@ -54,7 +63,7 @@ class Training:
         self.run()  # warm up: first-call costs (allocator pools, kernels, compilation) are not the steady state
 
     def track_images_per_s(self, name, model, data):
-        """Median throughput of three ``Solver.train()`` runs of 20 minibatches (device synchronized)."""
+        """Median throughput of three ``Solver.train()`` runs of ``ITERATIONS`` minibatches (device synchronized)."""
         rates = sorted(BATCH * ITERATIONS / self.run() for _ in range(3))
         return rates[1]
 
@@ -92,7 +101,7 @@ class Step:
         solver = run.solver
         self.X = solver.X_train[:BATCH, ...]
         self.y = solver.y_train[:BATCH]
-        self.model.rng = _backend.Generator(0, self.model.backend, self.model.device)
+        self.model.rng = backends.Generator(0, self.model.backend)
         self.model.loss(self.X, self.y)
         self.sync()
 
@@ -107,12 +116,11 @@ class Overhead:
     A Solver step of TwoLayerNet 16-100-10 (batch 200) minus a step of ``benchmarks/bench.py``'s ``NumpyLoop``, which
     keeps the same books. With 16 inputs the matrix products are negligible, so the difference is the
     library's Python, input checks and extra passes: on a CPU the margin that decides TwoLayerNet 100
-    against PyTorch eager (about 60 us of a 2 ms step, benchmarks/RESULTS.md), on a GPU host time added to
-    every step.
+    against PyTorch eager (benchmarks/RESULTS.md), on a GPU host time added to every step.
     """
 
     timeout = 120
-    steps = 200
+    steps = OVERHEAD_STEPS
 
     def setup(self):
         import numpy as np
@@ -140,6 +148,7 @@ class DeviceMemory:
 
     params = (["cupy", "torch-cuda"], MODELS, DATA)
     param_names = ["backend", "model", "data"]
+    timeout = 300  # as Training: the first run compiles where the backend does
 
     def setup(self, name, model, data):
         self.run = _run(name, model, ITERATIONS)
@@ -157,6 +166,7 @@ class Memory:
 
     params = (BACKENDS, MODELS, DATA)
     param_names = ["backend", "model", "data"]
+    timeout = 300  # as Training: the run compiles its step first (torch-compiled: Inductor's C++ build)
 
     def setup(self, name, model, data):
         self.run = _run(name, model, ITERATIONS)
@@ -165,11 +175,31 @@ class Memory:
         self.run()
 
 
+class _Blocks:
+    """The NumPy backend, updating in row blocks on its threads whatever OpenBLAS does (no product runs here)."""
+
+    def __init__(self, backend):
+        self._backend = backend
+
+    def update_layout(self):
+        return "blocks"
+
+    def block_map(self):
+        from anynet.backends.numpy import map_on_threads
+
+        return map_on_threads
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+
 class Update:
-    """One update of a 3072x512 float32 weight (the FC net's first layer) on NumPy: in one piece, or in row
-    blocks on this machine's threads as the Solver does (``anynet.blocks``). No matrix product runs before it,
-    so OpenBLAS's idle threads play no part here (see benchmarks/RESULTS.md). Freed memory is kept, as in
-    ``anynet train``: otherwise each fresh 6 MB temporary faults in and the page faults are what is timed."""
+    """One update of a 3072x512 float32 weight (the FC net's first layer) on NumPy through the public
+    ``Optimizer``: in one piece, or in row blocks on this machine's threads as the Solver lays it out on NumPy
+    (``anynet.training.layouts``). No matrix product runs before it, so OpenBLAS's idle threads play no part
+    here (see benchmarks/RESULTS.md): the blocks are timed whether or not the Solver would choose them in this
+    process. Freed memory is kept, as in ``anynet train``: otherwise each fresh temporary of the size of the
+    weight faults in and the page faults are what is timed."""
 
     params = (["adam", "sgd_momentum"], ["one-piece", "blocks"])
     param_names = ["rule", "layout"]
@@ -177,24 +207,22 @@ class Update:
     def setup(self, rule, layout):
         import numpy as np
 
-        from anynet import blocks, optim
+        from anynet.app.process import keep_freed_memory
+        from anynet.training.layouts import row_blocks
+        from anynet.training.optimizer import Optimizer
 
-        _backend.keep_freed_memory()  # this benchmark's own process
-        rng = np.random.default_rng(0)
-        self.w, self.dw = (rng.standard_normal((3072, 512), dtype=np.float32) for _ in range(2))
-        self.rule = optim.UPDATE_RULES[rule]
-        self.rows = blocks.row_blocks(self.w.shape, _backend.threads()) if layout == "blocks" else None
-        if layout == "blocks" and self.rows is None:
+        keep_freed_memory()  # this benchmark's own process
+        numpy_backend = backends.get("numpy")
+        if layout == "blocks" and row_blocks(UPDATE_SHAPE, numpy_backend.threads()) is None:
             raise NotImplementedError("one CPU thread: no blocks")
-        self.blocks = blocks
-        self.config = {"learning_rate": 1e-3}
-        if self.rows is not None:
-            self.config = blocks.split_config(self.config, self.w.shape, self.rows)
+        rng = np.random.default_rng(0)
+        w, dw = (rng.standard_normal(UPDATE_SHAPE, dtype=np.float32) for _ in range(2))
+        # Without a backend the optimizer updates each parameter in one call.
+        self.optimizer = Optimizer(rule, {"learning_rate": 1e-3},
+                                   backend=_Blocks(numpy_backend) if layout == "blocks" else None)
+        self.params, self.grads = {"W1": w}, {"W1": dw}
+        self.state = self.optimizer.init(self.params)
         self.time_update(rule, layout)  # the state exists from here on, as after a first step
 
     def time_update(self, rule, layout):
-        if self.rows is None:
-            _, self.config = self.rule(self.w, self.dw, self.config)
-        else:  # the thread map the Solver gets where OpenBLAS idles briefly
-            _, self.config = self.blocks.update(self.rule, self.w, self.dw, self.config, self.rows,
-                                                _backend._map_on_threads)
+        self.params, self.state = self.optimizer.update(self.state, self.params, self.grads)

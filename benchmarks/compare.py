@@ -1,29 +1,11 @@
 """anynet vs PyTorch eager vs the GEMM floor (vs a NumPy loop): ``python benchmarks/compare.py --help``.
 
-Thin wrapper around ``benchmarks/bench.py``, as ``anynet bench`` is. Without threadpoolctl the thread count
-can only be set through the environment before NumPy is imported, so it is
-read here first.
+The program ``benchmarks/bench.py`` (the one ``anynet bench`` runs) under the name it has long had: the same
+flags, the same process setup before NumPy loads, the same report.
 """
 
-import os
-import sys
+import runpy
 from pathlib import Path
 
-from anynet.cli import flag_value, prepare_process, trains_with_state
-
-
-def _early_threads(argv):
-    """Export the BLAS/OpenMP thread count from ``--threads N`` before NumPy loads."""
-    value = flag_value(argv, "--threads")
-    if value and value.isdigit():
-        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[name] = value
-
-
 if __name__ == "__main__":
-    _early_threads(sys.argv[1:])
-    prepare_process(trains_with_state(["bench", *sys.argv[1:]]))  # as ``anynet bench`` does
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for benchmarks.bench
-    from benchmarks.bench import main
-
-    sys.exit(main())
+    runpy.run_path(str(Path(__file__).resolve().with_name("bench.py")), run_name="__main__")

@@ -2,8 +2,8 @@
 
 A small step on a GPU is bound by kernel launches, not arithmetic (see
 ``benchmarks/RESULTS.md``): CuPy launches one kernel per elementwise
-operation, reduction, matrix product, gather or cast, each at 15-45 us of host
-time. This counts those operations in ``Solver`` steps on NumPy through an
+operation, reduction, matrix product, gather or cast, each at a fixed cost of
+host time. This counts those operations in ``Solver`` steps on NumPy through an
 ndarray subclass that sees every ufunc call (operators, in-place ones,
 reductions, products), every array function (``take``, ``where``, ``sum``, ...)
 and every ``astype``. Views (reshape, transpose, slicing) launch nothing and
@@ -61,8 +61,10 @@ def _wrap(a):
         a = np.asarray(a)
     if isinstance(a, np.ndarray):
         return a.view(Counted)
-    if isinstance(a, tuple):
-        return tuple(_wrap(v) for v in a)
+    if isinstance(a, (tuple, list)):
+        return type(a)(_wrap(v) for v in a)
+    if isinstance(a, dict):
+        return {k: _wrap(v) for k, v in a.items()}
     return a
 
 
@@ -84,12 +86,26 @@ def _steps(solver, n):
         solver.t += 1
 
 
-def _counted_draw(name, draw):
-    """``draw`` (a ``Generator`` method) counted as one operation, its result a counted array."""
-    def counted(*args, **kwargs):
-        _record(name)
-        return _wrap(draw(*args, **kwargs))
-    return counted
+class _LaidOut:
+    """A backend that lays out update rules as ``layout`` says (``"flat"``: as on a GPU), otherwise itself."""
+
+    def __init__(self, backend, layout):
+        self._backend, self._layout = backend, layout
+
+    def update_layout(self):
+        return self._layout
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+
+def _lay_out(solver, layout):
+    """Give ``solver`` an optimizer that updates in ``layout``, its state the same (``Solver.optim_configs``)."""
+    from anynet.training.optimizer import Optimizer
+
+    configs = {p: dict(c) for p, c in solver.optim_configs.items()}
+    solver.optimizer = Optimizer(solver.update_rule, solver.optim_config, backend=_LaidOut(solver.backend, layout))
+    solver.optim_configs = configs
 
 
 class Counted(np.ndarray):
@@ -131,8 +147,9 @@ def count_step_ops(model="two-layer", hidden=100, batch_size=200, reg=0.0, updat
     steps : int
         Steps counted (the result is per step; steps are alike).
     fuse : bool, optional
-        Whether the Solver updates all parameters in one call; default: as it
-        does on a GPU (every built-in rule but plain SGD).
+        Whether the optimizer updates all parameters in one call (the
+        ``"flat"`` layout); default: as it does on a GPU (every built-in rule
+        but plain SGD, which always updates each parameter on its own).
     backend : {"numpy", "torch"}
         "numpy" counts what the standard's code asks for; "torch" counts the
         PyTorch operators a step dispatches (on the CPU, with PyTorch's
@@ -145,9 +162,10 @@ def count_step_ops(model="two-layer", hidden=100, batch_size=200, reg=0.0, updat
     by_name : dict
         Operations per step by NumPy function (or PyTorch operator) name, most frequent first.
     """
-    from anynet import checks, optim
+    from anynet.backends import Backend
     from anynet.models import FullyConnectedNet, TwoLayerNet
-    from anynet.solver import Solver
+    from anynet.nn import checks
+    from anynet.training.solver import Solver
     from benchmarks.bench import FC_DROPOUT, FC_HIDDEN
 
     if backend not in ("numpy", "torch"):
@@ -171,28 +189,56 @@ def count_step_ops(model="two-layer", hidden=100, batch_size=200, reg=0.0, updat
         data = {k: v.view(Counted) for k, v in data.items()}
         net.params = {k: v.view(Counted) for k, v in net.params.items()}
     solver = Solver(net, data, update_rule=rule, optim_config={"learning_rate": 1e-4}, batch_size=batch_size,
-                    num_epochs=1, verbose=False, seed=0)
-    solver._fuse = (optim.UPDATE_RULES[rule] is not optim.sgd) if fuse is None else fuse
+                    num_epochs=1, verbose=False, seed=0, compile=False)
+    _lay_out(solver, "flat" if fuse or fuse is None else "each")
     solver.train()  # the first steps make the cached constants
     solver._start_epoch(1)
-    rng = solver.model.rng  # dropout masks are drawn on the device too: one launch per draw
-    for name in ("uniform", "normal", "integers"):
-        setattr(rng, name, _counted_draw(name, getattr(rng, name)))
-    # Host labels are range-checked at every step; a GPU's are not (the Solver checked them once).
+    if backend == "numpy":
+        # The optimizer's state (its rates and step counts are 0-d arrays) and the random state a step carries,
+        # from which dropout masks are drawn on the device: their operations count too.
+        solver._optim_state, solver._rng_state = _wrap(solver._optim_state), _wrap(solver._rng_state)
+    # Host labels are range-checked at every step; a GPU's are not (the Solver checked them once). Masks are
+    # drawn as on a GPU, by the counter-based hash (NumPy and PyTorch on a CPU have faster draws of their own).
     check_label_range, checks.check_label_range = checks.check_label_range, lambda *args: None
+    library = type(solver.backend)
+    draw = library.__dict__.get("uniform")
+    library.uniform = Backend.uniform
     try:
         _steps(solver, 2)  # two steps to settle the fused layout, then the counted ones
         counts = _count_numpy(solver, steps) if backend == "numpy" else _count_torch(solver, steps)
     finally:
         checks.check_label_range = check_label_range
+        if draw is None:
+            del library.uniform
+        else:
+            library.uniform = draw
     by_name = {name: n / steps for name, n in counts.most_common()}
     return sum(counts.values()) / steps, by_name
 
 
+# Functions of the namespace that make arrays from nothing counted: a GPU fills each with a kernel.
+_CREATION = ("arange", "zeros", "ones", "full", "zeros_like", "ones_like", "full_like")
+
+
 def _count_numpy(solver, steps):
-    """Counter of the NumPy operations of ``steps`` steps on counted arrays."""
+    """Counter of the NumPy operations of ``steps`` steps on counted arrays, and of the arrays they create."""
+    xp = solver.backend.xp
+    originals = {name: getattr(xp, name) for name in _CREATION}
+
+    def counted(name, make):
+        def create(*args, **kwargs):
+            _record(name)
+            return _wrap(make(*_plain(args), **_plain(kwargs)))
+        return create
+
     with counting() as counts:
-        _steps(solver, steps)
+        try:
+            for name, make in originals.items():
+                setattr(xp, name, counted(name, make))
+            _steps(solver, steps)
+        finally:
+            for name, make in originals.items():
+                setattr(xp, name, make)
     return counts
 
 

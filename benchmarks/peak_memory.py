@@ -30,11 +30,11 @@ def main(argv=None):
     parser.add_argument("--num-train", type=int, default=49_000)
     args = parser.parse_args(argv)
 
-    from anynet import backend as _backend
+    from anynet import backends
     from benchmarks.bench import AnynetRun, load_data, peak_device_bytes
 
     data, source = load_data(args.num_train, 1000)
-    device = _backend.resolve_device(args.backend, args.device)
+    device = backends.get(args.backend, args.device).device
     iterations = args.epochs * (args.num_train // args.batch_size)
     run = AnynetRun(data, args.backend, device, args.model, args.hidden, args.batch_size, iterations)
     run.solver.num_train_samples = run.solver.num_val_samples = 1000  # the course's accuracy checks

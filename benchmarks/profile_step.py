@@ -10,17 +10,22 @@
 2. a cProfile of ``Solver`` steps, sorted by own time.
 
 On a GPU a step is usually bound by these per-call costs, not by the arithmetic.
+``$ANYNET_BENCH_SMOKE=1`` times a few calls on a few images, to see that the
+script still runs (``tests/test_bench.py``).
 """
 
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for benchmarks.bench
+
+SMOKE = os.environ.get("ANYNET_BENCH_SMOKE", "") not in ("", "0")
 
 
 def _ops(xp, raw, device, B, D, H, C):
@@ -80,13 +85,13 @@ def _ops(xp, raw, device, B, D, H, C):
     return ops
 
 
-def op_table(backend, device, B=200, D=3072, H=100, C=10, calls=300):
+def op_table(backend, device, B=200, D=3072, H=100, C=10, calls=3 if SMOKE else 300):
     """Median microseconds per call of each operation (three timed batches of ``calls``)."""
-    from anynet import backend as _backend
+    from anynet import backends
     from benchmarks.bench import _synchronizer
 
-    xp = _backend.namespace(backend)
-    dev = _backend.resolve_device(backend, device)
+    place = backends.get(backend, device)
+    xp, dev = place.xp, place.device
     raw = {"cupy": "cupy", "torch": "torch", "numpy": "numpy"}.get(backend)
     raw = __import__(raw) if raw else None
     if backend == "torch":
@@ -111,7 +116,7 @@ def profile(backend, device, model, batch_size, steps, top):
     """cProfile text of ``steps`` Solver steps (one epoch start included), sorted by own time."""
     from benchmarks.bench import AnynetRun, load_data
 
-    data, _ = load_data(max(10_000, 2 * steps * batch_size), batch_size)
+    data, _ = load_data(2 * steps * batch_size if SMOKE else max(10_000, 2 * steps * batch_size), batch_size)
     run = AnynetRun(data, backend, device, model, 100, batch_size, steps)
     run()  # warm up
     profiler = cProfile.Profile()

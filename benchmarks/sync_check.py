@@ -15,6 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for benchmarks.bench
 
+from benchmarks.bench import AnynetRun, load_data  # noqa: E402
+
 
 def main(argv=None):
     """Run the check; returns the exit status."""
@@ -24,9 +26,6 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--steps", type=int, default=40)
     args = parser.parse_args(argv)
-
-    from benchmarks.bench import AnynetRun, load_data
-
     data, source = load_data(max(10 * args.batch_size, 2000), args.batch_size)
     run = AnynetRun(data, args.backend, "cuda", args.model, 100, args.batch_size, args.steps)
     solver = run.solver

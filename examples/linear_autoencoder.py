@@ -22,8 +22,7 @@ import time
 
 import numpy as np
 
-from anynet import backend as _backend
-from anynet import optim
+from anynet import backends, optim
 from anynet.objectives import linear_autoencoder_loss
 
 
@@ -92,11 +91,10 @@ def train(X, m, steps=2000, learning_rate=1e-2, update_rule="adam", backend="num
     losses : list of float
         Mean loss per column, at the start and every ``print_every`` steps (or just the ends).
     """
-    xp = _backend.namespace(backend)
-    device = _backend.resolve_device(backend)
-    X_dev = _backend.to_device(X, xp, device, _backend.dtype_of(xp, dtype))
+    place = backends.get(backend)
+    X_dev = place.to_device(X, place.dtype(dtype))
     N = X.shape[1]
-    W = _backend.Generator(seed, backend, device).normal((m, X.shape[0]), 0.1, dtype)
+    W = backends.Generator(seed, place).normal((m, X.shape[0]), 0.1, dtype)
     rule = optim.UPDATE_RULES[update_rule]
     config = {"learning_rate": learning_rate}
     decay = 0.01 ** (1.0 / steps)
@@ -112,7 +110,7 @@ def train(X, m, steps=2000, learning_rate=1e-2, update_rule="adam", backend="num
             break
         W, config = rule(W, dW / N, config)
         config["learning_rate"] *= decay
-    return _backend.to_numpy(W).astype(np.float64), losses
+    return backends.to_numpy(W).astype(np.float64), losses
 
 
 def main(argv=None):
@@ -127,8 +125,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--learning-rate", type=float, default=1e-2)
     parser.add_argument("--update-rule", choices=sorted(optim.UPDATE_RULES), default="adam")
-    parser.add_argument("--backend", choices=_backend.BACKENDS, default="numpy")
-    parser.add_argument("--dtype", choices=_backend.DTYPES, default="float64")
+    parser.add_argument("--backend", choices=backends.BACKENDS, default="numpy")
+    parser.add_argument("--dtype", choices=backends.DTYPES, default="float64")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--print-every", type=int, default=500)
     args = parser.parse_args(argv)

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from anynet import backend as _backend
+from anynet import backends
 from anynet.data import data_root, load_CIFAR10
 from anynet.neural_net import TwoLayerNet
 
@@ -57,7 +57,7 @@ def get_cifar10_rows(folder, num_training=49000, num_validation=1000, num_test=1
 
 def accuracy(net, X, y):
     """Fraction of ``X`` that ``net`` labels as ``y``."""
-    return float(np.mean(_backend.to_numpy(net.predict(X)) == y))
+    return float(np.mean(backends.to_numpy(net.predict(X)) == y))
 
 
 def parse_args(argv):

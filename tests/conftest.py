@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anynet import backend, backends
+from anynet import backends
 
 # Only the named backends run when ANYNET_TEST_BACKENDS is set (the nox sessions
 # and the GPU check use it); otherwise every backend that can run here does.
 _WANTED = [b for b in os.environ.get("ANYNET_TEST_BACKENDS", "").split(",") if b]
-_PARAMS = _WANTED or list(backend.BACKENDS)
+_PARAMS = _WANTED or list(backends.BACKENDS)
 # Hypothesis explores in the session that runs numpy (or every backend); the sessions of the other backends check
 # the same compute code on fewer draws: JAX compiles each operation again at every new shape the draws bring.
 FEWER_DRAWS = bool(_WANTED) and "numpy" not in _WANTED
@@ -21,8 +21,8 @@ FEWER_DRAWS = bool(_WANTED) and "numpy" not in _WANTED
 def _skip_reason(name):
     """Why backend ``name`` cannot be tested here, or None."""
     try:
-        backend.namespace(name)
-    except backend.BackendUnavailableError as exc:
+        backends.get(name)
+    except backends.BackendUnavailableError as exc:
         return str(exc)
     return None
 
@@ -40,21 +40,22 @@ def backend_name(request):
         # JAX computes in 32 bits until something asks for float64 (a float64 model does, through the backend's
         # dtype), then for the rest of the process. Tests build float64 arrays directly, and their outcome must
         # not hang on whether an earlier test made a float64 model: 64-bit mode on from the first JAX test.
-        backend_obj = backends.get("jax")
-        backend_obj.dtype("float64")
+        import jax
+
+        jax.config.update("jax_enable_x64", True)  # set here, so that anynet's one-time warning never says it
     return name
 
 
 @pytest.fixture
 def xp(backend_name):
     """The Array API namespace of ``backend_name``."""
-    return backend.namespace(backend_name)
+    return backends.get(backend_name).xp
 
 
 @pytest.fixture
 def device(backend_name):
     """The default device of ``backend_name``."""
-    return backend.resolve_device(backend_name)
+    return backends.get(backend_name).device
 
 
 def tolerance(dtype_name):

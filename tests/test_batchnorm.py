@@ -5,7 +5,7 @@ import pytest
 from array_api_compat import device as device_of
 from conftest import param_loss, tolerance
 
-from anynet import FullyConnectedNet, backend, load_model, save_model
+from anynet import FullyConnectedNet, backends, load_model, save_model
 from anynet.gradient_check import eval_numerical_gradient, eval_numerical_gradient_array, rel_error
 from anynet.layer_utils import affine_batchnorm_relu_backward, affine_batchnorm_relu_forward
 from anynet.layers import batchnorm_backward, batchnorm_backward_alt, batchnorm_forward
@@ -20,7 +20,7 @@ def _put(xp, device, a, dtype=np.float64):
 
 def _np(x):
     """``x`` on the host as float64 NumPy."""
-    return np.asarray(backend.to_numpy(x), dtype=np.float64)
+    return np.asarray(backends.to_numpy(x), dtype=np.float64)
 
 
 def _bn_reference(x, gamma, beta, eps=1e-5):
@@ -66,7 +66,7 @@ def test_backward_gradient_check(xp, device, backward):
     assert rel_error(dx_num, dx) < 1e-7
     assert rel_error(dgamma_num, dgamma) < 1e-8
     assert rel_error(dbeta_num, dbeta) < 1e-8
-    assert all(backend.name_of(g) == backend.name_of(x) for g in (dx, dgamma, dbeta))
+    assert all(backends.name_of(g) == backends.name_of(x) for g in (dx, dgamma, dbeta))
 
 
 def test_backward_versions_agree(xp, device):
@@ -99,7 +99,7 @@ def test_running_statistics(xp, device):
         if step == 0:
             # Created on first use, on the input's device and in its dtype.
             for key in ("running_mean", "running_var"):
-                assert backend.name_of(bn_param[key]) == backend.name_of(xd)
+                assert backends.name_of(bn_param[key]) == backends.name_of(xd)
                 assert device_of(bn_param[key]) == device_of(xd)
                 assert bn_param[key].dtype == xd.dtype
         want_mean = momentum * want_mean + (1 - momentum) * x.mean(axis=0)

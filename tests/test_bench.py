@@ -1,9 +1,14 @@
-"""``anynet bench``: the side-by-side comparison runs and reports its ratios."""
+"""``anynet bench``: the side-by-side comparison runs and reports its ratios; and every benchmark still runs."""
 
+import ast
+import importlib
+import itertools
+import os
 import platform
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +16,8 @@ from cifar_files import write_cifar10
 
 from anynet.data import get_cifar10_data
 from benchmarks import bench
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def test_bench_reports_three_contestants_and_ratios(backend_name):
@@ -38,6 +45,25 @@ def test_bench_rejects_bad_flags():
     result = subprocess.run([sys.executable, "-m", "anynet", "bench", "--batch-size", "x"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("anynet bench: error: argument --batch-size: ")
+
+
+def test_bench_help_is_the_programs_under_anynet_bench():
+    # anynet bench runs benchmarks/bench.py as a program, which names itself as the command the user typed.
+    result = subprocess.run([sys.executable, "-m", "anynet", "bench", "--help"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("usage: anynet bench ")
+    assert "--hidden-dims" in result.stdout and "--default-malloc" in result.stdout
+    listed = subprocess.run([sys.executable, "-m", "anynet", "--help"], capture_output=True, text=True, timeout=60)
+    assert re.search(r"^ +bench +anynet vs PyTorch eager", listed.stdout, re.M)
+
+
+def test_bench_passes_an_error_of_the_environment_on_in_one_line():
+    env = {**os.environ, "ANYNET_BACKEND": "mxnet"}
+    result = subprocess.run([sys.executable, "-m", "anynet", "bench", "--iterations", "1"], capture_output=True,
+                            text=True, timeout=60, env=env)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("anynet bench: error: ANYNET_BACKEND must be one of ")
 
 
 def test_count_ops_counts_operations_and_not_views(repo_script):
@@ -189,3 +215,101 @@ def test_unsteady_runs_are_reported():
     (note,) = bench.unsteady(runs)
     assert note.startswith("anynet's runs span 1.75x")
     assert bench.unsteady({"torch": [85_000, 86_000, 84_000]}) == []
+
+
+# --- every benchmark stays runnable -------------------------------------------------------------------------------
+
+_ASV_PREFIXES = ("time_", "timeraw_", "track_", "peakmem_", "mem_")
+
+
+def _asv_modules():
+    """The modules of benchmarks/ that asv collects benchmarks from: those that define ``time_...`` and the like."""
+    found = []
+    for path in sorted(BENCHMARKS.glob("*.py")):
+        names = [node.name for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                 if isinstance(node, ast.FunctionDef)]
+        if any(name.startswith(_ASV_PREFIXES) for name in names):
+            found.append(path.stem)
+    return found
+
+
+def _combinations(cls):
+    """asv's parameter combinations of benchmark class ``cls``, as ``{param_name: value}`` dicts."""
+    params = getattr(cls, "params", None)
+    if params is None:
+        return [{}]
+    if not (params and all(isinstance(p, (list, tuple)) for p in params)):
+        params = [params]  # one parameter, given as the list of its values
+    names = getattr(cls, "param_names", None) or [f"param{i}" for i in range(len(params))]
+    return [dict(zip(names, values, strict=True)) for values in itertools.product(*params)]
+
+
+def _session_has(combination):
+    """Whether the backend a combination names is one this test session tests (``$ANYNET_TEST_BACKENDS``)."""
+    wanted = [b for b in os.environ.get("ANYNET_TEST_BACKENDS", "").split(",") if b]
+    backend = combination.get("backend")
+    return not wanted or backend is None or backend.partition("-")[0] in wanted
+
+
+def test_every_asv_benchmark_runs_once_with_tiny_sizes(monkeypatch):
+    # asv's own quick run takes minutes and is no CI job: here each benchmark's setup and method run once, on a few
+    # images (ANYNET_BENCH_SMOKE), for every parametrization whose backend this session has and can run here.
+    monkeypatch.setenv("ANYNET_BENCH_SMOKE", "1")
+    modules = _asv_modules()
+    assert "bench_training" in modules
+    ran, failed = [], []
+    for name in modules:
+        key = f"benchmarks.{name}"
+        before = sys.modules.pop(key, None)  # imported afresh, to read ANYNET_BENCH_SMOKE
+        try:
+            module = importlib.import_module(key)
+        finally:
+            sys.modules.pop(key, None)
+            if before is not None:
+                sys.modules[key] = before
+        for cls_name, cls in vars(module).items():
+            methods = [m for m in vars(cls) if m.startswith(_ASV_PREFIXES)] if isinstance(cls, type) else []
+            for combination in _combinations(cls) if methods else ():
+                if not _session_has(combination):
+                    continue
+                args = list(combination.values())
+                where = f"{name}.{cls_name}{args}"
+                instance = cls()
+                try:
+                    if hasattr(instance, "setup"):
+                        instance.setup(*args)
+                    for method in methods:
+                        value = getattr(instance, method)(*args)
+                        if method.startswith("track_"):
+                            assert isinstance(value, (int, float)) and value == value, (where, method, value)
+                        ran.append(f"{where}.{method}")
+                except NotImplementedError:  # asv's skip: a backend that cannot run here
+                    continue
+                except Exception as exc:
+                    failed.append(f"{where}: {type(exc).__name__}: {exc}")
+    assert not failed, "\n".join(failed)
+    assert ran and any(".Update" in r for r in ran) and any(".Training" in r for r in ran), ran
+
+
+def _script(name, *args):
+    """Run ``python benchmarks/NAME.py ARGS`` in a fresh process, sized for a smoke run; the completed process."""
+    env = {**os.environ, "ANYNET_BENCH_SMOKE": "1"}
+    return subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), *map(str, args)], capture_output=True,
+                          text=True, timeout=120, env=env)
+
+
+@pytest.mark.parametrize(("script", "args", "expected"), [
+    ("ab", ["--base-dir", BENCHMARKS.parent, "--rounds", "1", "--model", "two-layer"],
+     r"^two-layer hidden 100 sgd, batch 20: base [\d,]+, new [\d,]+ images/s"),
+    ("compare", ["--repeats", "1", "--iterations", "2", "--num-training", "40", "--batch-size", "20",
+                 "--hidden-dims", "5", "--quiet"], r"^numpy_loop +[\d,]+ "),
+    ("count_ops", ["--model", "fc", "--hidden", "20", "--batch-size", "10"], r"array operations per step"),
+    ("profile_step", ["--steps", "2", "--batch-size", "20", "--top", "3"], r"^ +[\d.]+ us +x @ w$"),
+    ("peak_memory", ["--num-train", "100", "--epochs", "1", "--batch-size", "20", "--hidden", "5"],
+     r"^peak resident host memory: "),
+    ("sync_check", ["--help"], r"^usage: sync_check.py "),  # it needs a GPU; --help imports what it runs
+])
+def test_every_benchmark_script_runs(script, args, expected):
+    result = _script(script, *args)
+    assert result.returncode == 0, result.stderr
+    assert re.search(expected, result.stdout, re.M), result.stdout

@@ -1,11 +1,13 @@
-"""Updates in row blocks on threads (anynet.blocks), which the Solver uses on NumPy for large parameters.
+"""Updates in row blocks on threads (the optimizer's blocks layout, anynet.training.layouts), which NumPy uses
+for large parameters.
 
 The small nets here have no parameter large enough, so these tests lower
-``blocks.MIN_SIZE`` and make every backend's ``block_map`` hand out the thread
-map (so that it gives the Solver a ``BlockOptimizer``), then require the very
-numbers of one rule call per parameter.
+``layouts.MIN_SIZE`` and make every backend's ``block_map`` hand out the thread
+map (so that the optimizer lays large parameters out in blocks), then require
+the very numbers of one rule call per parameter.
 """
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -15,16 +17,17 @@ import numpy as np
 import pytest
 from blobs import halve_lr_and_zero_m_at_7, reorder_params_at_7, small_solver, straight_and_resumed
 
-from anynet import backend, backends, blocks, optim
+from anynet import backends
 from anynet.backends import numpy as numpy_backend
-from anynet.optimizers import BlockOptimizer
+from anynet.nn import optim
+from anynet.training import layouts
+from anynet.training.optimizer import Optimizer
 
 RULES = sorted(optim.UPDATE_RULES)
 
 
 def _set_threads(monkeypatch, threads):
-    """Make anynet see ``threads()`` CPU threads: the facade's and the NumPy backend's (its map, its optimizer)."""
-    monkeypatch.setattr(backend, "threads", threads)
+    """Make anynet see ``threads()`` CPU threads: the NumPy backend's (its map, the optimizer's blocks)."""
     monkeypatch.setattr(numpy_backend, "threads", threads)
 
 
@@ -33,7 +36,7 @@ def _solver(backend_name, rule, in_blocks, monkeypatch, **kwargs):
 
     Eager steps: blocks are how an eager update spreads over threads (a compiled step has none).
     """
-    monkeypatch.setattr(blocks, "MIN_SIZE", 2)
+    monkeypatch.setattr(layouts, "MIN_SIZE", 2)
     _set_threads(monkeypatch, lambda: 3)
     cls = type(backends.get(backend_name))
     monkeypatch.setattr(cls, "block_map", lambda self: numpy_backend.map_on_threads if in_blocks else None)
@@ -42,8 +45,10 @@ def _solver(backend_name, rule, in_blocks, monkeypatch, **kwargs):
 
 
 def _blocks(solver):
-    """Parameter name -> (row blocks, their configs) of the parameters the Solver holds in blocks."""
-    return solver.optimizer._blocks if isinstance(solver.optimizer, BlockOptimizer) else {}
+    """Parameter name -> (row blocks, its group's state) of the parameters the Solver updates in blocks."""
+    groups = solver.optimizer.plan.groups
+    return {g.names[0]: (g.rows, state) for g, state in zip(groups, solver._optim_state, strict=True)
+            if g.layout == "blocks"}
 
 
 def _assert_same_run(a, b):
@@ -51,7 +56,7 @@ def _assert_same_run(a, b):
     assert a.loss_history == b.loss_history
     assert a.val_acc_history == b.val_acc_history
     for p, w in a.model.params.items():
-        np.testing.assert_array_equal(backend.to_numpy(b.model.params[p]), backend.to_numpy(w), err_msg=p)
+        np.testing.assert_array_equal(backends.to_numpy(b.model.params[p]), backends.to_numpy(w), err_msg=p)
     configs = b.optim_configs
     for p, config in a.optim_configs.items():
         assert configs[p].keys() == config.keys(), p
@@ -59,55 +64,63 @@ def _assert_same_run(a, b):
             if isinstance(v, (int, float)):
                 assert configs[p][k] == v, (p, k)
             else:
-                np.testing.assert_array_equal(backend.to_numpy(configs[p][k]), backend.to_numpy(v), err_msg=f"{p}/{k}")
+                np.testing.assert_array_equal(backends.to_numpy(configs[p][k]), backends.to_numpy(v),
+                                              err_msg=f"{p}/{k}")
 
 
 def test_row_blocks_cover_the_rows_in_order_and_only_when_it_pays():
     big = (3072, 512)
-    assert blocks.row_blocks((3072, 100), 2) is None  # below MIN_SIZE
-    assert blocks.row_blocks(big, 1) is None
-    rows = blocks.row_blocks(big, 4)
-    assert [r.start for r in rows] == [0, 768, 1536, 2304] and rows[-1].stop == 3072
+    assert layouts.row_blocks((3072, 100), 2) is None  # below MIN_SIZE
+    assert layouts.row_blocks(big, 1) is None
+    rows = layouts.row_blocks(big, 4)
+    assert [start for start, _ in rows] == [0, 768, 1536, 2304] and rows[-1][1] == 3072
     # Blocks keep at least MIN_SIZE // 2 elements: 1024x512 is two blocks whatever the thread count.
-    assert len(blocks.row_blocks((1024, 512), 16)) == 2
+    assert len(layouts.row_blocks((1024, 512), 16)) == 2
     for shape, threads in [((1001, 1024), 3), ((2**19,), 7), ((5, 2**18), 8)]:
-        rows = blocks.row_blocks(shape, threads)
-        sizes = [r.stop - r.start for r in rows]
-        assert rows[0].start == 0 and rows[-1].stop == shape[0]
-        assert all(a.stop == b.start for a, b in zip(rows, rows[1:], strict=False))
+        rows = layouts.row_blocks(shape, threads)
+        sizes = [stop - start for start, stop in rows]
+        assert rows[0][0] == 0 and rows[-1][1] == shape[0]
+        assert all(a[1] == b[0] for a, b in zip(rows, rows[1:], strict=False))
         assert max(sizes) - min(sizes) <= 1 and len(rows) <= threads
 
 
-def test_split_then_join_restores_the_config(xp, device):
+def test_blocks_layout_keeps_each_blocks_state_and_gives_it_back_whole(xp, device, backend_name, monkeypatch):
+    """The optimizer cuts a large parameter's state into its blocks once, at init; the course's view of the state
+    joins them again."""
+    monkeypatch.setattr(layouts, "MIN_SIZE", 2)
+    monkeypatch.setattr(type(backends.get(backend_name)), "block_map", lambda self: numpy_backend.map_on_threads)
+    monkeypatch.setattr(type(backends.get(backend_name)), "threads", lambda self: 2)
     w = xp.reshape(xp.arange(12, dtype=xp.float64, device=device), (4, 3))
-    config = {"learning_rate": 0.1, "t": 4, "m": w * 2, "v": w * 3}
-    rows = [slice(0, 1), slice(1, 4)]
-    parts = blocks.split_config(config, (4, 3), rows)
-    assert [p["t"] for p in parts] == [4, 4] and [p["learning_rate"] for p in parts] == [0.1, 0.1]
-    np.testing.assert_array_equal(backend.to_numpy(parts[1]["m"]), backend.to_numpy(w * 2)[1:])
-    joined = blocks.join_configs(parts)
-    assert joined.keys() == config.keys() and joined["t"] == 4
-    for k in ("m", "v"):
-        np.testing.assert_array_equal(backend.to_numpy(joined[k]), backend.to_numpy(config[k]))
+    opt = Optimizer("adam", backend=backends.get(backend_name, device))
+    state = opt.init_from_configs({"W": {"learning_rate": 0.1, "t": 4, "m": w * 2, "v": w * 3}}, {"W": w})
+    (group,) = opt.plan.groups
+    assert group.layout == "blocks" and group.rows == ((0, 2), (2, 4))
+    np.testing.assert_array_equal(backends.to_numpy(state[0]["m"][1]), backends.to_numpy(w * 2)[2:])
+    config = opt.configs(state)["W"]
+    assert config["t"] == 4 and config["learning_rate"] == 0.1
+    for k, scale in (("m", 2), ("v", 3)):
+        np.testing.assert_array_equal(backends.to_numpy(config[k]), backends.to_numpy(w * scale))
 
 
 @pytest.mark.parametrize("rule", RULES)
 def test_an_update_in_blocks_equals_one_call(xp, device, rule):
     rng = np.random.default_rng(0)
     w, dw = (xp.asarray(rng.standard_normal((7, 3)), device=device) for _ in range(2))
-    rows = [slice(0, 3), slice(3, 5), slice(5, 7)]
-    whole, parts = {"learning_rate": 1e-2}, blocks.split_config({"learning_rate": 1e-2}, (7, 3), rows)
+    rows = ((0, 3), (3, 5), (5, 7))
+    whole, parts = {"learning_rate": 1e-2}, [{"learning_rate": 1e-2} for _ in rows]
+    mutable = backends.of(w).mutable
     for _ in range(3):  # the first step creates the state, the next ones carry it
         expected, whole = optim.UPDATE_RULES[rule](w, dw, whole)
-        got, parts = blocks.update(optim.UPDATE_RULES[rule], w, dw, parts, rows, numpy_backend.map_on_threads)
-        np.testing.assert_array_equal(backend.to_numpy(got), backend.to_numpy(expected))
+        got, parts = layouts.update_in_blocks(optim.UPDATE_RULES[rule], w, dw, parts, rows,
+                                              numpy_backend.map_on_threads, mutable)
+        np.testing.assert_array_equal(backends.to_numpy(got), backends.to_numpy(expected))
         w = expected
-    joined = blocks.join_configs(parts)
     for k, v in whole.items():
         if isinstance(v, (int, float)):
-            assert joined[k] == v
+            assert all(part[k] == v for part in parts)
         else:
-            np.testing.assert_array_equal(backend.to_numpy(joined[k]), backend.to_numpy(v), err_msg=k)
+            joined = xp.concat([part[k] for part in parts], axis=0)
+            np.testing.assert_array_equal(backends.to_numpy(joined), backends.to_numpy(v), err_msg=k)
 
 
 @pytest.mark.parametrize("rule", RULES)
@@ -152,15 +165,19 @@ def test_a_parameter_whose_gradient_has_another_dtype_is_updated_in_one_piece(mo
     assert runs[1].model.params["W1"].dtype == np.float64
 
 
-def test_a_parameter_that_shrinks_below_the_size_leaves_its_blocks(monkeypatch):
+def test_a_parameter_below_the_size_leaves_its_blocks_when_the_state_is_laid_out_again(monkeypatch):
+    """The layout is chosen once, when the state is made: a state made anew (here from the course's configs, as a
+    checkpoint does) after MIN_SIZE rose updates b1 (8 elements) in one piece, with the state it had in blocks."""
     solver = _solver("numpy", "adam", True, monkeypatch, num_iterations=3)
     solver.train()
     assert "b1" in _blocks(solver)
-    monkeypatch.setattr(blocks, "MIN_SIZE", 9)  # b1 (8 elements) is now updated in one piece
-    m_before = blocks.join_configs(_blocks(solver)["b1"][1])["m"]
+    m_before = np.array(solver.optim_configs["b1"]["m"], copy=True)
+    monkeypatch.setattr(layouts, "MIN_SIZE", 9)
+    solver.optim_configs = {p: dict(config) for p, config in solver.optim_configs.items()}
+    assert "b1" not in _blocks(solver) and "W1" in _blocks(solver)
+    np.testing.assert_array_equal(solver.optim_configs["b1"]["m"], m_before)
     solver.num_iterations = 4
     solver.train()
-    assert "b1" not in _blocks(solver) and "W1" in _blocks(solver)
     assert solver.optim_configs["b1"]["t"] == 4 and solver.optim_configs["b1"]["m"].shape == m_before.shape
 
 
@@ -173,7 +190,8 @@ def test_an_error_in_one_block_leaves_the_parameter_and_its_state_as_they_were(m
     solver = _solver("numpy", "adam", True, monkeypatch, num_iterations=2)
     solver.train()
     before = dict(solver.model.params)
-    state = {k: np.array(v, copy=True) for k, v in _blocks(solver)["W1"][1][1].items() if isinstance(v, np.ndarray)}
+    state = {k: np.array(v[1], copy=True) for k, v in _blocks(solver)["W1"][1].items() if isinstance(v, list)}
+    assert set(state) == {"m", "v"}
     adam = solver.update_rule
 
     def first_row(w):
@@ -185,13 +203,14 @@ def test_an_error_in_one_block_leaves_the_parameter_and_its_state_as_they_were(m
             raise RuntimeError("out of memory in block 2")
         return adam(w, dw, config)
 
-    solver.optimizer.rule = fails_on_the_second_block  # the optimizer owns its rule
+    # The rule the step calls is the optimizer's plan's.
+    solver.optimizer.plan = dataclasses.replace(solver.optimizer.plan, rule=fails_on_the_second_block)
     solver.num_iterations = 3
     with pytest.raises(RuntimeError, match="block 2"):
         solver.train()
     assert solver.model.params["W1"] is before["W1"]
     for k, v in state.items():
-        np.testing.assert_array_equal(_blocks(solver)["W1"][1][1][k], v, err_msg=k)
+        np.testing.assert_array_equal(_blocks(solver)["W1"][1][k][1], v, err_msg=k)
 
 
 def test_map_on_threads_keeps_order_waits_for_all_and_raises(monkeypatch):
@@ -236,20 +255,23 @@ def test_block_map_only_where_threads_can_pay(monkeypatch):
     _set_threads(monkeypatch, lambda: 2)
     monkeypatch.setattr(numpy_backend, "_OPENBLAS_THREAD_TIMEOUT", "4")
     openblas = "openblas" in np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"].lower()
-    assert (backend.block_map("numpy") is not None) == openblas
-    assert backend.block_map("torch") is None and backend.block_map("cupy") is None
+    numpy = backends.get("numpy")
+    assert (numpy.block_map() is not None) == openblas
+    assert numpy.update_layout() == ("blocks" if openblas else "each")
+    for name in ("torch", "cupy", "jax"):  # libraries without threaded updates, installed here or not
+        assert backends.backend_class(name).block_map is backends.Backend.block_map
     monkeypatch.setattr(numpy_backend, "_OPENBLAS_THREAD_TIMEOUT", "28")  # OpenBLAS's default: threads spin ~0.1 s
-    assert backend.block_map("numpy") is None
+    assert numpy.block_map() is None and numpy.update_layout() == "each"
     monkeypatch.setattr(numpy_backend, "_OPENBLAS_THREAD_TIMEOUT", None)
-    assert backend.block_map("numpy") is None
+    assert numpy.block_map() is None
     monkeypatch.setattr(numpy_backend, "_OPENBLAS_THREAD_TIMEOUT", "4")
     _set_threads(monkeypatch, lambda: 1)
-    assert backend.block_map("numpy") is None
+    assert numpy.block_map() is None
 
 
 def test_block_map_goes_by_the_variable_numpy_loaded_with():
-    code = ("import os, anynet.backend as b; os.environ['OPENBLAS_THREAD_TIMEOUT'] = '28'; "
-            "print(b.block_map('numpy') is not None)")
+    code = ("import os; from anynet import backends; os.environ['OPENBLAS_THREAD_TIMEOUT'] = '28'; "
+            "print(backends.get('numpy').block_map() is not None)")
     env = {**os.environ, "OPENBLAS_THREAD_TIMEOUT": "4"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     openblas = "openblas" in np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"].lower()
@@ -258,11 +280,11 @@ def test_block_map_goes_by_the_variable_numpy_loaded_with():
 
 def test_set_threads_checks_and_sets(monkeypatch):
     monkeypatch.setattr(numpy_backend, "_threads", None)
-    assert backend.threads() >= 1
-    backend.set_threads(3)
-    assert backend.threads() == 3
+    assert numpy_backend.threads() >= 1
+    numpy_backend.set_threads(3)
+    assert numpy_backend.threads() == 3 and backends.get("numpy").threads() == 3
     for bad in (0, -1, 2.0, True, "2"):
         with pytest.raises(ValueError, match="positive integer"):
-            backend.set_threads(bad)
-    backend.set_threads(None)
+            numpy_backend.set_threads(bad)
+    numpy_backend.set_threads(None)
     assert numpy_backend._threads is None

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from anynet import checks
+from anynet.nn import checks
 
 
 @pytest.mark.parametrize(("value", "low", "error"), [

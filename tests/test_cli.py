@@ -1,4 +1,4 @@
-"""The ``anynet`` command and ``anynet.train`` end to end on a small generated CIFAR-10."""
+"""The ``anynet`` command and ``anynet.app.train`` end to end on a small generated CIFAR-10."""
 
 import csv
 import json
@@ -17,10 +17,12 @@ import pytest
 from cifar_files import write_cifar10
 
 import anynet
-from anynet import cli
-from anynet.checkpoint import load_npz
+from anynet.app import bench as bench_command
+from anynet.app import cli, commands, flags, runs
+from anynet.app.config import DEFAULTS, applied_config, make_config
+from anynet.app.train import train
 from anynet.data import get_cifar10_data
-from anynet.train import DEFAULTS, applied_config, make_config, train
+from anynet.training.checkpoint import load_npz
 from benchmarks import bench
 
 SIZES = ["--num-training", "150", "--num-validation", "50", "--num-test", "100"]
@@ -61,10 +63,12 @@ def test_train_end_to_end(tmp_path, data_dir):
     metrics = json.loads((out / "metrics.json").read_text())
     history = json.loads((out / "history.json").read_text())
     assert metrics["backend"] == "numpy" and metrics["device"] == "cpu"
-    # Only what applied: epochs, and no "iterations: None" beside it.
+    # Only what applied: epochs, and no "iterations: None" beside it; the model's defaults, not other models' flags.
     expected = {**DEFAULTS, "data_dir": str(data_dir), "hidden_dims": [20], "batch_size": 50,
-                "epochs": 3, "num_training": 150, "num_validation": 50, "num_test": 100}
-    del expected["iterations"]
+                "epochs": 3, "num_training": 150, "num_validation": 50, "num_test": 100, "weight_scale": 1e-3,
+                "lr_decay": 0.95, "batchnorm": False, "dropout": 0.0}
+    for key in ("iterations", "widths", "convs_per_stage", "filter_size", "label_smoothing", "precision"):
+        del expected[key]
     assert metrics["config"] == expected
     assert metrics["compile_seconds"] >= 0.0 and metrics["write_seconds"] >= 0.0
     assert metrics["iterations"] == 9 and metrics["train_seconds"] > 0 and metrics["images_per_second"] > 0
@@ -116,7 +120,8 @@ def _corrupt_copy(tmp_path, data_dir):
         (["--epochs", "2", "--iterations", "5"], "not allowed with argument"),
         (["--hidden-dims", "10", "10"], "--model two-layer takes one --hidden-dims value"),
         (["--batchnorm"], "--batchnorm needs --model fc"),
-        (["--num-training", "190", "--num-validation", "20"], "num_training + num_validation must be at most 200"),
+        (["--num-training", "190", "--num-validation", "20", "--batch-size", "50"],
+         "num_training + num_validation must be at most 200"),
         (["--resume", "nowhere.npz"], "checkpoint nowhere.npz does not exist"),
         (["--data-dir", "CORRUPT"], "test_batch is truncated or corrupt"),
         (["--lr-decay", "2"], "lr_decay must be a number in (0, 1]"),
@@ -238,42 +243,56 @@ def _python(code, **env):
                           env=environ).stdout.split()
 
 
-def test_prepare_process_tells_openblas_to_sleep_before_numpy_loads_for_rules_with_state():
-    code = ("import os, sys, anynet, anynet.cli; print('numpy' in sys.modules); anynet.cli.prepare_process({on}); "
-            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
+def test_prepare_process_tells_openblas_to_sleep_before_numpy_loads_for_rules_with_state(tmp_path):
+    code = ("import os, sys, anynet, anynet.app.cli, anynet.app.process; print('numpy' in sys.modules); "
+            "anynet.app.process.prepare_process({on}); print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
     assert _python(code.format(on=True)) == ["False", "4"]  # neither import loads NumPy
     assert _python(code.format(on=False)) == ["False", "None"]  # plain SGD would only pay the wake-ups
     assert _python(code.format(on=True), OPENBLAS_THREAD_TIMEOUT="20") == ["False", "20"]  # the user's value
-    late = ("import numpy, os, anynet.cli; anynet.cli.prepare_process(True); "
+    late = ("import numpy, os, anynet.app.process; anynet.app.process.prepare_process(True); "
             "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
     assert _python(late) == ["None"]  # too late to matter: nothing set
-    main = ("import os, anynet.cli\ntry:\n    anynet.cli.main({argv!r})\nexcept SystemExit:\n    pass\n"
+    main = ("import os, anynet.app.cli\ntry:\n    anynet.app.cli.main({argv!r})\nexcept SystemExit:\n    pass\n"
             "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
     assert _python(main.format(argv=["train", "--update-rule=rmsprop", "--help"]))[-1] == "4"
     assert _python(main.format(argv=["train", "--help"]))[-1] == "None"
+    # A config file's rule is read before NumPy loads too.
+    (tmp_path / "best.json").write_text(json.dumps({"config": {"update_rule": "adam"}}))
+    assert _python(main.format(argv=["train", "--config", str(tmp_path / "best.json"), "--help"]))[-1] == "4"
+
+
+def test_bench_sets_up_its_own_process_for_the_rule_its_model_trains_with():
+    # anynet bench runs benchmarks/bench.py as a program: that process, not anynet's, is set up for its model.
+    script = str(Path(bench.__file__).resolve())
+    code = ("import os, runpy, sys\nsys.argv = ['bench.py', *{argv!r}]\ntry:\n"
+            "    runpy.run_path({script!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
+    assert bench.trains_with_state(["--model", "fc"]) and not bench.trains_with_state([])
+    for model, rule in bench.RULES.items():
+        assert bench.trains_with_state(["--model", model]) == (rule != "sgd")
+        assert _python(code.format(argv=["--model", model, "--help"], script=script))[-1] == (
+            "4" if rule != "sgd" else "None")
 
 
 def test_trains_with_state_reads_the_rule_or_the_resumed_checkpoint(tmp_path, data_dir):
-    assert cli.trains_with_state(["train", "--update-rule", "adam"])
-    assert not cli.trains_with_state(["train", "--update-rule", "sgd"])
-    assert not cli.trains_with_state(["train", "--model", "fc"])  # the default rule is plain SGD
-    assert cli.trains_with_state(["bench", "--model", "fc"]) and not cli.trains_with_state(["bench"])
-    assert all(cli.trains_with_state(["bench", "--model", m]) == (rule != "sgd") for m, rule in bench.RULES.items())
+    assert flags.trains_with_state(["train", "--update-rule", "adam"])
+    assert not flags.trains_with_state(["train", "--update-rule", "sgd"])
+    assert not flags.trains_with_state(["train", "--model", "fc"])  # the default rule is plain SGD
     for rule, state in (("sgd", False), ("sgd_momentum", True)):
         out = tmp_path / rule
         assert cli.main(["train", "--update-rule", rule, "--out", str(out), "--epochs", "1", "--quiet",
                          "--data-dir", str(data_dir), *SMALL]) == 0
-        assert cli.trains_with_state(["train", "--resume", str(out / "checkpoint.npz")]) == state
+        assert flags.trains_with_state(["train", "--resume", str(out / "checkpoint.npz")]) == state
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    assert not cli.trains_with_state(["train", "--resume", str(tmp_path / "junk.npz")])
-    assert not cli.trains_with_state(["train", "--resume", str(tmp_path / "missing.npz")])
+    assert not flags.trains_with_state(["train", "--resume", str(tmp_path / "junk.npz")])
+    assert not flags.trains_with_state(["train", "--resume", str(tmp_path / "missing.npz")])
 
 
 def test_flag_value_reads_both_spellings_and_the_last_wins():
-    assert cli.flag_value(["train", "--update-rule", "adam"], "--update-rule") == "adam"
-    assert cli.flag_value(["--update-rule=adam", "--update-rule", "sgd"], "--update-rule") == "sgd"
-    assert cli.flag_value(["--update-rule"], "--update-rule") is None
-    assert cli.flag_value(["--update-rules", "x", "--model", "fc"], "--update-rule") is None
+    assert flags.flag_value(["train", "--update-rule", "adam"], "--update-rule") == "adam"
+    assert flags.flag_value(["--update-rule=adam", "--update-rule", "sgd"], "--update-rule") == "sgd"
+    assert flags.flag_value(["--update-rule"], "--update-rule") is None
+    assert flags.flag_value(["--update-rules", "x", "--model", "fc"], "--update-rule") is None
 
 
 # --- flags: no prefixes, one name per concept -------------------------------------------------------------------
@@ -299,15 +318,15 @@ def _exit_code(argv):
         ["--vers"],
     ],
 )
-def test_no_subcommand_takes_a_flag_by_its_prefix(argv, capsys):
+def test_no_subcommand_takes_a_flag_by_its_prefix(argv, capfd):
     assert _exit_code(argv) == 2
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err  # anynet bench's own process writes to the file descriptor
     assert err.count("\n") == 1 and ("unrecognized arguments" in err or "required" in err), err
 
 
 def test_lr_is_an_alias_of_learning_rate_not_a_prefix_of_lr_decay():
     args = cli.build_parser().parse_args(["train", "--lr", "3e-3"])
-    assert cli.config_from_args(args) == {"learning_rate": 3e-3}
+    assert flags.config_from_args(args) == {"learning_rate": 3e-3}
 
 
 def _options(parser, command):
@@ -315,15 +334,20 @@ def _options(parser, command):
     return {s for action in sub._actions for s in action.option_strings}
 
 
+def _bench_options():
+    """The flags of anynet bench: those of benchmarks/bench.py, the program it runs."""
+    return {s for action in bench.build_parser()._actions for s in action.option_strings}
+
+
 def test_subcommands_share_flag_names():
     parser = cli.build_parser()
     train_flags = _options(parser, "train")
     shared = {"--backend", "--device", "--hidden-dims", "--batch-size", "--iterations", "--seed", "--data-dir",
               "--num-training", "--compile", "--model"}
-    assert shared <= train_flags and shared <= _options(parser, "bench")
+    assert shared <= train_flags and shared <= _bench_options()
     assert train_flags - {"--config", "--out", "--resume", "--tensorboard"} <= _options(parser, "sweep")
     assert {"--backend", "--device", "--data-dir", "--num-test"} <= _options(parser, "evaluate")
-    every = set().union(*(_options(parser, c) for c in ("train", "sweep", "bench", "evaluate")))
+    every = set().union(_bench_options(), *(_options(parser, c) for c in ("train", "sweep", "evaluate")))
     assert not every & {"--hidden", "--data", "--num-train"}  # the old names of the same things
 
 
@@ -483,7 +507,7 @@ def test_tensorboard_without_tensorboardx_names_the_extra(tmp_path, monkeypatch,
 
 
 def test_bench_outside_a_source_checkout_says_so(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "bench_script", lambda: None)
+    monkeypatch.setattr(bench_command, "bench_script", lambda: None)
     assert cli.main(["bench", "--iterations", "3"]) == 2
     assert capsys.readouterr().err == ("anynet bench: error: anynet bench needs a source checkout of anynet "
                                        "(benchmarks/bench.py)\n")
@@ -514,7 +538,7 @@ def test_config_from_a_sweeps_best_json(tmp_path, data_dir):
     best = tmp_path / "best.json"
     best.write_text(json.dumps({"trial": 4, "val_acc": 0.5, "test_acc": None,
                                 "flags": {"learning_rate": 2e-3}, "config": config}))
-    assert cli.trains_with_state(["train", "--config", str(best)])  # sgd_momentum keeps state
+    assert flags.trains_with_state(["train", "--config", str(best)])  # sgd_momentum keeps state
     out = tmp_path / "run"
     assert cli.main(["train", "--config", str(best), "--quiet", "--out", str(out)]) == 0
     recorded = json.loads((out / "metrics.json").read_text())["config"]
@@ -560,10 +584,8 @@ def test_config_and_resume_together_are_refused(trained, capsys):
 @pytest.mark.parametrize(("every", "written_at"), [(0, [3, 6, 9, 9]), (1e9, [9])])
 def test_history_and_plots_are_rewritten_at_epoch_ends_when_cheap(every, written_at, tmp_path, data_dir,
                                                                   monkeypatch):
-    import anynet.train as train_module
-
-    monkeypatch.setattr(train_module, "_WRITE_EVERY", every)
-    real = train_module.write_history
+    monkeypatch.setattr(runs, "_WRITE_EVERY", every)
+    real = runs.write_history
     seen = []
 
     def spy(out_dir, history, model):
@@ -572,7 +594,7 @@ def test_history_and_plots_are_rewritten_at_epoch_ends_when_cheap(every, written
         # What a watcher reads mid-run: whole files, the history so far.
         assert json.loads((out_dir / "history.json").read_text())["loss_history"] == history["loss_history"]
 
-    monkeypatch.setattr(train_module, "write_history", spy)
+    monkeypatch.setattr(runs, "write_history", spy)
     d = get_cifar10_data(data_dir, 150, 50, 0, download=False)
     metrics = train({"hidden_dims": 20, "batch_size": 50, "epochs": 3}, out_dir=tmp_path, data=d, quiet=True)
     # Every epoch when writing is cheap next to training (every=0), else at the end only.
@@ -617,7 +639,7 @@ def test_tensorboard_gets_every_loss_and_each_epochs_figures(tmp_path, data_dir)
 def test_config_of_an_older_metrics_json_keeps_the_length_that_applied(tmp_path):
     path = tmp_path / "metrics.json"
     path.write_text(json.dumps({"config": {**DEFAULTS, "epochs": 10, "iterations": 300}}))
-    config = cli.read_config_file(path)
+    config = flags.read_config_file(path)
     assert config["iterations"] == 300 and "epochs" not in config
     assert config == {k: v for k, v in DEFAULTS.items() if k not in ("epochs", "iterations")} | {"iterations": 300}
 
@@ -658,8 +680,8 @@ def test_readme_commands_use_flags_the_parser_knows(capsys):
     assert len(commands) >= 12 and {argv[0] for argv in commands} >= {"train", "evaluate", "sweep", "bench"}
     parser = cli.build_parser()
     for argv in commands:
-        try:
-            parser.parse_args(argv)
+        try:  # anynet bench passes its arguments to benchmarks/bench.py, whose parser takes them
+            bench.build_parser().parse_args(argv[1:]) if argv[0] == "bench" else parser.parse_args(argv)
         except SystemExit:
             pytest.fail(f"README: anynet {' '.join(argv)}: {capsys.readouterr().err.strip()}")
 
@@ -723,6 +745,130 @@ def test_ctrl_c_outside_training_is_one_line(monkeypatch, capsys):
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "run_info", interrupted)
+    monkeypatch.setattr(commands, "run_info", interrupted)
     assert cli.main(["info"]) == 130
     assert capsys.readouterr().err == "anynet info: interrupted\n"
+
+
+# --- --model cnn: a ConvNet from the command line -------------------------------------------------------------
+
+CNN = ["--model", "cnn", "--widths", "4", "8", "--num-training", "40", "--num-validation", "20", "--num-test", "20",
+       "--batch-size", "20", "--learning-rate", "0.05", "--quiet"]
+# Every recipe flag: 2 iterations per epoch, so --warmup-epochs 1.5 is 3 warm-up iterations.
+RECIPE = ["--augment", "--label-smoothing", "0.1", "--update-rule", "nesterov_sgd", "--lr-schedule", "cosine",
+          "--warmup-epochs", "1.5", "--weight-decay", "1e-3", "--flip-test"]
+
+
+@pytest.fixture(scope="module")
+def cnn_run(tmp_path_factory, data_dir):
+    """A ConvNet trained for 2 epochs (4 iterations) with every recipe flag."""
+    out = tmp_path_factory.mktemp("cnn")
+    assert cli.main(["train", "--data-dir", str(data_dir), *CNN, *RECIPE, "--epochs", "2", "--out", str(out)]) == 0
+    return out
+
+
+def test_cnn_trains_from_the_command_line_and_evaluates(cnn_run, capsys):
+    assert sorted(p.name for p in cnn_run.iterdir()) == sorted(FILES)
+    metrics = json.loads((cnn_run / "metrics.json").read_text())
+    config = metrics["config"]
+    assert {k: config[k] for k in ("model", "widths", "convs_per_stage", "filter_size", "batchnorm", "augment",
+                                   "label_smoothing", "update_rule", "lr_schedule", "warmup_epochs", "weight_decay",
+                                   "precision", "flip_test", "lr_decay", "weight_scale")} == {
+        "model": "cnn", "widths": [4, 8], "convs_per_stage": 1, "filter_size": 3, "batchnorm": True, "augment": True,
+        "label_smoothing": 0.1, "update_rule": "nesterov_sgd", "lr_schedule": "cosine", "warmup_epochs": 1.5,
+        "weight_decay": 1e-3, "precision": "float32", "flip_test": True, "lr_decay": 1.0, "weight_scale": None}
+    assert "hidden_dims" not in config and "dropout" not in config  # the FC nets' flags did not apply
+    # The rate of each epoch's last step: warm-up over 3 steps, then the cosine over the last one.
+    rows = list(csv.DictReader(open(cnn_run / "metrics.csv", newline="")))
+    assert [float(r["learning_rate"]) for r in rows] == pytest.approx([0.05 * 2 / 3, 0.05])
+    model = anynet.load_model(cnn_run / "model.npz")
+    assert type(model).__name__ == "ConvNet" and model.params["W1"].shape == (4, 3, 3, 3)
+    from matplotlib.image import imread
+
+    assert min(imread(cnn_run / "weights.png").shape[:2]) > 100  # the 4 filters, enlarged
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(cnn_run / "model.npz")]) == 0  # with the flip test, as in training
+    out = capsys.readouterr().out
+    assert f"val acc {metrics['val_acc']:.4f} (20 images)" in out and f"test acc {metrics['test_acc']:.4f}" in out
+
+
+def test_cnn_resumes_as_if_never_stopped(tmp_path, data_dir, capsys):
+    full, part = tmp_path / "full", tmp_path / "part"
+    flags = ["--data-dir", str(data_dir), *CNN, "--augment", "--weight-decay", "1e-3", "--update-rule", "adamw"]
+    assert cli.main(["train", *flags, "--iterations", "4", "--out", str(full)]) == 0
+    assert cli.main(["train", *flags, "--iterations", "2", "--out", str(part)]) == 0
+    assert cli.main(["train", "--resume", str(part / "checkpoint.npz"), "--iterations", "4", "--quiet"]) == 0
+    _assert_same_run(full, part)
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(part / "checkpoint.npz"), "--widths", "4", "16", "--quiet"]) == 2
+    assert "--widths was [4, 8] in" in capsys.readouterr().err
+
+
+def test_a_cnn_schedule_keeps_its_length_on_resume(cnn_run, capsys):
+    assert cli.main(["train", "--resume", str(cnn_run / "checkpoint.npz"), "--epochs", "3", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--lr-schedule cosine of" in err and "keeps that length" in err
+
+
+def test_config_of_a_cnn_run_and_of_an_fc_run_as_a_cnn(cnn_run, trained, tmp_path):
+    source = json.loads((cnn_run / "metrics.json").read_text())["config"]
+    out = tmp_path / "again"
+    assert cli.main(["train", "--config", str(cnn_run / "metrics.json"), "--iterations", "1", "--quiet",
+                     "--out", str(out)]) == 0
+    expected = {k: v for k, v in source.items() if k != "epochs"}
+    assert json.loads((out / "metrics.json").read_text())["config"] == {**expected, "iterations": 1}
+    # A two-layer run's file with --model cnn: its hidden layers stay behind with its model.
+    out = tmp_path / "fc-as-cnn"
+    assert cli.main(["train", "--config", str(trained / "metrics.json"), "--model", "cnn", "--widths", "4",
+                     "--quiet", "--out", str(out)]) == 0
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert config["widths"] == [4] and "hidden_dims" not in config and config["batchnorm"] is True
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "fc", "--widths", "8"], "--widths needs --model cnn; --model fc does not take it"),
+        (["--convs-per-stage", "2"], "--convs-per-stage needs --model cnn; --model two-layer does not take it"),
+        (["--model", "cnn", "--hidden-dims", "10"], "--hidden-dims needs --model two-layer or fc; --model cnn"),
+        (["--model", "cnn", "--dropout", "0.5"], "--dropout needs --model two-layer or fc; --model cnn"),
+        (["--model", "fc", "--label-smoothing", "0.1"], "--label-smoothing needs --model cnn; --model fc"),
+        (["--model", "cnn", "--precision", "bfloat16", "--backend", "numpy"],
+         "--precision bfloat16 needs a backend with bfloat16 (--backend torch or jax); the numpy backend has none"),
+        (["--model", "cnn", "--precision", "bfloat16", "--dtype", "float64"], "it needs --dtype float32"),
+        (["--model", "cnn", "--filter-size", "4"], "--filter-size: expected an odd positive integer; got 4"),
+        (["--model", "cnn", "--widths", "8", "8", "8", "8", "8", "8"], "they must be multiples of 64"),
+        (["--model", "cnn", "--compile", "on", "--backend", "numpy"], "--compile on cannot be honoured"),
+        (["--model", "cnn", "--label-smoothing", "1"], "label_smoothing must be a number in [0.0, 1.0)"),
+    ],
+)
+def test_flags_a_model_does_not_take_are_one_line_before_any_data(args, message, tmp_path, capsys):
+    # An empty data folder: the flags are refused before the data would be looked for (or downloaded).
+    assert _exit_code(["train", "--data-dir", str(tmp_path), *args, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_the_readme_cnn_recipe_parses_and_builds_its_model(data_dir, capsys):
+    recipe = ("--model cnn --widths 64 128 256 --convs-per-stage 2 --augment --label-smoothing 0.2 --update-rule "
+              "nesterov_sgd --learning-rate 0.1 --lr-schedule cosine --warmup-epochs 1 --weight-decay 5e-4 "
+              "--batch-size 256 --epochs 30 --compile on --backend torch --flip-test --num-test 10000").split()
+    config = make_config(flags.config_from_args(cli.build_parser().parse_args(["train", *recipe])))
+    assert config["lr_decay"] == 1.0 and config["batchnorm"] is True and config["augment"] is True
+    model = anynet.app.train.build_model({**config, "backend": "numpy", "device": None})
+    assert model.params["W4"].shape == (128, 128, 3, 3) and len(model.weight_names) == 7
+    # On numpy (which compiles nothing) and for one step, every flag passes and only the tiny data is too small.
+    argv = [a for a in recipe if a not in ("--epochs", "30", "--compile", "on")]
+    argv[argv.index("torch")] = "numpy"
+    assert cli.main(["train", *argv, "--iterations", "1", "--num-training", "512", "--data-dir", str(data_dir),
+                     "--quiet"]) == 2
+    assert "num_training + num_validation must be at most 200" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_cnn_of_other_images(tmp_path, capsys):
+    path = tmp_path / "gray.npz"
+    anynet.save_model(anynet.models.ConvNet(widths=(2,), input_dim=(1, 32, 32)), path)
+    assert cli.main(["evaluate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds a model of 1x32x32 images; CIFAR-10 images are 3x32x32" in err

@@ -1,4 +1,8 @@
-"""Compiled training steps (anynet.step): the same numbers as eager steps, compiled once per shape, one graph."""
+"""The one training step (anynet.training.step): the course's loop in numbers, eager or compiled; compiled once per
+statics and shape, as one graph, kept while the model lives."""
+
+import gc
+import weakref
 
 import numpy as np
 import pytest
@@ -6,8 +10,9 @@ from conftest import tolerance
 
 import anynet
 from anynet import backends
-from anynet.backend import to_numpy
-from anynet.step import TrainStep
+from anynet.backends import to_numpy
+from anynet.nn import optim
+from anynet.training import compiled
 
 
 def _data(N=240, D=12, C=5, seed=0):
@@ -28,13 +33,38 @@ def _solver(backend_name, dtype, compile, rule="adam", iterations=20, batch_size
                          batch_size=batch_size, num_iterations=iterations, verbose=False, seed=7, compile=compile)
 
 
-def _pure_solver(backend_name, dtype, rule, **model_kwargs):
-    """A Solver whose steps are the pure step: compiled where the backend compiles, run eagerly elsewhere
-    (numpy, array-api-strict)."""
-    solver = _solver(backend_name, dtype, False, rule, **model_kwargs)
-    solver.compiled = True
-    solver._train_step = TrainStep(solver.model, rule, compile=backends.get(backend_name).can_compile)
+def _last(solver):
+    """Have ``solver`` keep the parameters and statistics of its last step (``train`` ends with the best ones)."""
+    def keep(s, event):
+        if event == "iteration" and s.t == s.num_iterations:
+            s.last_params = {k: np.array(to_numpy(v), copy=True) for k, v in s.model.params.items()}
+            s.last_bn = [{k: np.array(to_numpy(bn[k])) for k in ("running_mean", "running_var")}
+                         for bn in getattr(s.model, "bn_params", [])]
+    solver.callback = keep
     return solver
+
+
+def _course_loop(backend_name, dtype, rule, iterations=20, batch_size=40, rates=None, **model_kwargs):
+    """The course's Solver loop written out: ``model.loss`` on each minibatch, then the rule on each parameter,
+    the learning rates decayed at each epoch end; the minibatches in the Solver's order. Returns the model and
+    its losses."""
+    model = _model(backend_name, dtype, **model_kwargs)
+    data, rule_fn = _data(), optim.UPDATE_RULES[rule]
+    configs = {p: {"learning_rate": (rates or {}).get(p, 1e-2)} for p in model.params}
+    N, losses = len(data["X_train"]), []
+    per_epoch = N // batch_size
+    for t in range(iterations):
+        epoch, k = divmod(t, per_epoch)
+        order = to_numpy(anynet.Generator((7, epoch), backend_name).permutation(N))
+        idx = order[k * batch_size:(k + 1) * batch_size]
+        loss, grads = model.loss(data["X_train"][idx], data["y_train"][idx])
+        losses.append(float(loss))
+        for p, w in model.params.items():
+            model.params[p], configs[p] = rule_fn(w, grads[p], configs[p])
+        if (t + 1) % per_epoch == 0:
+            for config in configs.values():
+                config["learning_rate"] *= 0.9
+    return model, losses, configs
 
 
 def _assert_same_params(a, b, rtol):
@@ -48,44 +78,41 @@ def _assert_same_params(a, b, rtol):
 # no two correct orders of operations agree on it. So the rules that normalize run without batch normalization.
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize(("rule", "batchnorm"), [("sgd", True), ("sgd_momentum", True), ("adam", False)])
-def test_pure_step_equals_eager_step(backend_name, dtype, rule, batchnorm, monkeypatch):
-    """20 steps across three epoch ends (learning rate decayed): the same parameters, statistics and losses."""
+def test_the_step_equals_the_course_loop(backend_name, dtype, rule, batchnorm, monkeypatch):
+    """20 steps across three epoch ends (learning rate decayed), eager and, where the backend compiles, compiled:
+    the course's parameters, statistics and losses."""
     if dtype == "float32" and rule != "sgd_momentum":
         # The torch session traces steps without generating code (noxfile); here Inductor's generated code itself
         # is checked, in the dtype nets train in, on both ways a step updates (SGD's scaled backward pass, a rule).
         monkeypatch.delenv("ANYNET_TORCH_COMPILE_BACKEND", raising=False)
-    eager = _solver(backend_name, dtype, False, rule, batchnorm=batchnorm)
-    eager.train()
-    pure = _pure_solver(backend_name, dtype, rule, batchnorm=batchnorm)
-    pure.train()
-    assert pure._train_step.scaled == (rule == "sgd")  # plain SGD backpropagates the loss times -learning_rate
+    course, course_losses, configs = _course_loop(backend_name, dtype, rule, batchnorm=batchnorm)
     rtol = tolerance(dtype)
-    _assert_same_params(eager.best_params, pure.best_params, rtol)
-    _assert_same_params(eager.model.params, pure.model.params, rtol)
-    assert len(eager.model.bn_params) == (2 if batchnorm else 0)
-    for bn_e, bn_p in zip(eager.model.bn_params, pure.model.bn_params, strict=True):
-        for key in ("running_mean", "running_var"):
-            np.testing.assert_allclose(to_numpy(bn_e[key]), to_numpy(bn_p[key]), rtol=rtol, atol=rtol)
-    np.testing.assert_allclose(eager.loss_history, pure.loss_history, rtol=rtol)
-    assert eager.val_acc_history == pure.val_acc_history
-    if rule == "adam":
-        assert eager.optim_configs["W1"]["t"] == pure.optim_configs["W1"]["t"] == 20
-    assert eager.optim_configs["W1"]["learning_rate"] == pytest.approx(pure.optim_configs["W1"]["learning_rate"])
+    for compile in (False, True) if backends.get(backend_name).can_compile else (False,):
+        solver = _last(_solver(backend_name, dtype, compile, rule, batchnorm=batchnorm))
+        solver.train()
+        assert solver.compiled == compile
+        assert solver.optimizer.single_rate() == (rule == "sgd")  # plain SGD backpropagates loss * -learning_rate
+        _assert_same_params(course.params, solver.last_params, rtol)
+        assert len(course.bn_params) == (2 if batchnorm else 0)
+        for bn_c, bn_s in zip(course.bn_params, solver.last_bn, strict=True):
+            for key in ("running_mean", "running_var"):
+                np.testing.assert_allclose(to_numpy(bn_c[key]), to_numpy(bn_s[key]), rtol=rtol, atol=rtol)
+        np.testing.assert_allclose(course_losses, solver.loss_history, rtol=rtol)
+        if rule == "adam":
+            assert solver.optim_configs["W1"]["t"] == 20
+        assert solver.optim_configs["W1"]["learning_rate"] == pytest.approx(configs["W1"]["learning_rate"])
 
 
 def test_sgd_with_a_learning_rate_per_parameter(backend_name, dtype="float64"):
-    """The pure SGD step backpropagates the loss scaled by the learning rate only when there is one: given a rate
-    per parameter, it applies the rule to each gradient, and both ways give the eager step's parameters."""
-    runs = []
-    for make in (lambda: _solver(backend_name, dtype, False, "sgd"), lambda: _pure_solver(backend_name, dtype, "sgd")):
-        solver = make()
-        solver.optim_configs["W2"]["learning_rate"] = 3e-2
-        solver.train()
-        runs.append(solver)
-    eager, pure = runs
-    assert not pure._train_step.scaled
-    _assert_same_params(eager.model.params, pure.model.params, tolerance(dtype))
-    assert pure.optim_configs["W2"]["learning_rate"] == pytest.approx(3e-2 * 0.9 ** 3)
+    """The step backpropagates the loss scaled by the learning rate only when there is one: given a rate per
+    parameter, it applies the rule to each gradient, as the course does."""
+    course, _, _ = _course_loop(backend_name, dtype, "sgd", rates={"W2": 3e-2})
+    solver = _last(_solver(backend_name, dtype, "auto", "sgd"))
+    solver.optim_configs["W2"]["learning_rate"] = 3e-2
+    solver.train()
+    assert not solver.optimizer.single_rate()
+    _assert_same_params(course.params, solver.last_params, tolerance(dtype))
+    assert solver.optim_configs["W2"]["learning_rate"] == pytest.approx(3e-2 * 0.9 ** 3)
 
 
 def _compiling_backend(backend_name):
@@ -122,21 +149,32 @@ def test_torch_step_is_one_graph():
     assert not counters["graph_break"], dict(counters["graph_break"])
 
 
-def test_compiled_dropout_and_batchnorm_train_and_repeat(backend_name):
-    """Dropout masks come from the carried generator: the same seed gives the same run, another seed another."""
-    _compiling_backend(backend_name)
-    runs = []
-    for seed in (7, 7, 8):
-        solver = _solver(backend_name, "float32", True, iterations=12, dropout=0.3)
-        solver.seed = seed
-        solver.train()
-        runs.append(solver)
-    assert all(np.isfinite(run.loss_history).all() for run in runs)
-    assert runs[0].loss_history == runs[1].loss_history
-    assert runs[0].loss_history != runs[2].loss_history
-    eager = _solver(backend_name, "float32", False, iterations=12, dropout=0.3)
-    eager.train()
-    assert eager.loss_history != runs[0].loss_history  # compiled masks are the carried generator's, not the host's
+def test_dropout_masks_come_from_the_carried_state_eager_and_compiled(backend_name):
+    """The same seed gives the same run, another seed another, eager and (where the backend compiles) compiled."""
+    for compile in (False, True) if backends.get(backend_name).can_compile else (False,):
+        runs = []
+        for seed in (7, 7, 8):
+            solver = _solver(backend_name, "float32", compile, iterations=12, dropout=0.3)
+            solver.seed = seed
+            solver.train()
+            runs.append(solver)
+        assert all(np.isfinite(run.loss_history).all() for run in runs)
+        assert runs[0].loss_history == runs[1].loss_history
+        assert runs[0].loss_history != runs[2].loss_history
+
+
+def test_the_numpy_draw_gives_the_generic_hashs_bits():
+    """NumPy computes the counter-based hash in place in uint32: the very bits of the generic int64 version, also
+    where the counter passes 2**32."""
+    numpy = backends.get("numpy")
+    state = numpy.rng_state(11)
+    state["counter"] = state["counter"] + (2**32 - 50)
+    for dtype in (np.float32, np.float64):
+        fast, fast_next = numpy.uniform(state, (30, 7), dtype)
+        slow, slow_next = backends.Backend.uniform(numpy, state, (30, 7), dtype)
+        assert fast.dtype == dtype and fast.shape == (30, 7)
+        np.testing.assert_array_equal(fast, slow)
+        assert int(fast_next["counter"]) == int(slow_next["counter"]) == int(state["counter"]) + 210
 
 
 def test_compiled_resume_equals_uninterrupted_run(backend_name, tmp_path):
@@ -161,10 +199,15 @@ def test_compile_argument_is_checked(backend_name):
         with pytest.raises(ValueError, match="compile=True cannot be honoured: the .* backend runs steps eagerly"):
             anynet.Solver(model, _data(), compile=True, verbose=False)
         return
-    with pytest.raises(ValueError, match="only the update rules of anynet.optim"):
-        anynet.Solver(model, _data(), update_rule=anynet.optim.sgd, compile=True, verbose=False)
-    solver = anynet.Solver(model, _data(), update_rule=anynet.optim.sgd, compile="auto", verbose=False)
-    assert not solver.compiled  # a rule given as a function runs eagerly
+    def own_rule(w, dw, config):
+        return anynet.optim.sgd(w, dw, config)
+
+    with pytest.raises(ValueError, match="only the update rules of anynet.optim are compiled"):
+        anynet.Solver(model, _data(), update_rule=own_rule, compile=True, verbose=False)
+    solver = anynet.Solver(model, _data(), update_rule=own_rule, compile="auto", verbose=False)
+    assert not solver.compiled  # a rule of your own runs eagerly
+    # anynet's own rule given as the function itself is the same rule: it compiles.
+    assert anynet.Solver(model, _data(), update_rule=anynet.optim.sgd, compile=True, verbose=False).compiled
 
 
 def test_uniform_is_a_pure_function_of_its_state(backend_name):
@@ -222,3 +265,45 @@ def test_train_called_again_after_a_compiled_run_keeps_the_best_parameters(backe
     for k, v in solver.best_params.items():
         assert np.isfinite(to_numpy(v)).all(), k
     _assert_same_params(solver.model.params, solver.best_params, 0)
+
+
+def test_compiled_steps_live_in_the_cache_and_go_with_their_model(backend_name):
+    """Not in the model's __dict__: one cache, keyed by the model (weakly), the statics and the shapes."""
+    _compiling_backend(backend_name)
+    solver = _solver(backend_name, "float32", True, iterations=3)
+    solver.train()
+    model = solver.model
+    assert compiled.cached(model) == 1
+    assert not any(callable(v) and hasattr(v, "compiled") for v in vars(model).values())
+    model.reg = 0.5  # another constant: another compiled step
+    solver.num_iterations = 4
+    solver.train()
+    assert compiled.cached(model) == 2
+    gone = weakref.ref(model)
+    del solver, model
+    gc.collect()
+    assert gone() is None
+
+
+def test_a_model_with_only_the_course_loss_trains_through_the_same_step(backend_name):
+    """A model of your own: the step sets its parameters and calls its loss; it runs eagerly, with any rule."""
+    inner = _model(backend_name, "float64", batchnorm=False)
+
+    class CourseStyle:
+        def __init__(self):
+            self.params, self.xp, self.device = inner.params, inner.xp, inner.device
+
+        def loss(self, X, y=None):
+            inner.params = self.params
+            return inner.loss(X, y)
+
+    course, course_losses, _ = _course_loop(backend_name, "float64", "sgd_momentum", batchnorm=False)
+    model = CourseStyle()
+    solver = _last(anynet.Solver(model, _data(), update_rule="sgd_momentum", optim_config={"learning_rate": 1e-2},
+                                 lr_decay=0.9, batch_size=40, num_iterations=20, verbose=False, seed=7))
+    assert not solver.compiled
+    with pytest.raises(ValueError, match="cannot be honoured"):
+        anynet.Solver(model, _data(), compile=True, verbose=False)
+    solver.train()
+    _assert_same_params(course.params, solver.last_params, 1e-10)
+    np.testing.assert_allclose(course_losses, solver.loss_history, rtol=1e-10)

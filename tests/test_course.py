@@ -17,7 +17,7 @@ from cifar_files import write_cifar10
 from conftest import reference_fc_net
 
 import anynet
-from anynet import backend
+from anynet import backends
 from anynet.gradient_check import eval_numerical_gradient
 from anynet.neural_net import TwoLayerNet
 
@@ -99,7 +99,7 @@ def toy_net(backend_name):
 
 def host(params):
     """NumPy copies of a dict of arrays."""
-    return {k: backend.to_numpy(v) for k, v in params.items()}
+    return {k: backends.to_numpy(v) for k, v in params.items()}
 
 
 # --- The first notebook: the toy net --------------------------------------------------------------------------
@@ -120,7 +120,7 @@ def test_toy_weights_are_the_courses_draws(backend_name):
 def test_toy_scores_and_loss(backend_name):
     X, y = toy_data()
     params, net = toy_params(), toy_net(backend_name)
-    scores = backend.to_numpy(net.loss(X))
+    scores = backends.to_numpy(net.loss(X))
     assert scores.shape == (N, C)
     assert np.sum(np.abs(scores - reference_loss(params, X))) < 1e-12
     loss, _ = net.loss(X, y, reg=0.05)
@@ -136,7 +136,7 @@ def test_toy_gradients(backend_name):
     loss, grads = net.loss(X, y, reg=0.05)
     assert set(grads) == set(net.params)
     for name in grads:
-        analytic = backend.to_numpy(grads[name])
+        analytic = backends.to_numpy(grads[name])
         assert analytic.shape == params[name].shape
         np.testing.assert_allclose(analytic, ref_grads[name], rtol=1e-10, atol=1e-14)
         if backend_name == "jax":  # immutable arrays: perturb a NumPy copy, handed to the net at each call
@@ -144,11 +144,11 @@ def test_toy_gradients(backend_name):
                 net.params[name] = W
                 return net.loss(X, y, reg=0.05)[0]
 
-            numerical = eval_numerical_gradient(f, backend.to_numpy(net.params[name]).copy(), verbose=False)
+            numerical = eval_numerical_gradient(f, backends.to_numpy(net.params[name]).copy(), verbose=False)
         else:  # the notebook's cell: numerical gradients through net.params, perturbed in place
             numerical = eval_numerical_gradient(lambda W: net.loss(X, y, reg=0.05)[0], net.params[name],
                                                 verbose=False)
-        assert rel_error(backend.to_numpy(numerical), analytic) < 1e-8, name
+        assert rel_error(backends.to_numpy(numerical), analytic) < 1e-8, name
 
 
 def test_reference_draws_are_the_homeworks():
@@ -188,7 +188,7 @@ def test_train_takes_backend_arrays_and_matches_numpy_inputs(backend_name, xp):
     expected = net.train(X, y, X, y, learning_rate=1e-1, num_iters=30)
     net = toy_net(backend_name)
     np.random.set_state(state)
-    device = backend.resolve_device(backend_name)
+    device = backends.get(backend_name).device
     Xd, yd = xp.asarray(X, device=device), xp.asarray(y, device=device)
     assert net.train(Xd, yd, Xd, yd, learning_rate=1e-1, num_iters=30) == expected
 
@@ -252,17 +252,17 @@ def test_float32_on_request(backend_name, xp, dtype):
     assert all(v.dtype == xp.float32 for v in net32.params.values())
     scores = net32.loss(X)
     assert scores.dtype == xp.float32
-    np.testing.assert_allclose(backend.to_numpy(scores), backend.to_numpy(net.loss(X)), rtol=1e-5, atol=1e-6)
-    predicted = backend.to_numpy(net32.predict(X))
+    np.testing.assert_allclose(backends.to_numpy(scores), backends.to_numpy(net.loss(X)), rtol=1e-5, atol=1e-6)
+    predicted = backends.to_numpy(net32.predict(X))
     assert predicted.shape == (N,) and predicted.dtype.kind == "i"
 
 
 def test_hand_assigned_numpy_weights_are_used(backend_name):
     X, _ = toy_data()
     net = toy_net(backend_name)
-    params = {k: np.random.default_rng(1).standard_normal(backend.to_numpy(v).shape) for k, v in net.params.items()}
+    params = {k: np.random.default_rng(1).standard_normal(backends.to_numpy(v).shape) for k, v in net.params.items()}
     net.params.update(params)
-    np.testing.assert_allclose(backend.to_numpy(net.loss(X)), reference_loss(params, X), rtol=1e-12)
+    np.testing.assert_allclose(backends.to_numpy(net.loss(X)), reference_loss(params, X), rtol=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -443,7 +443,7 @@ def test_every_module_and_name_the_notebooks_import_resolves():
         exec(f"from {module} import {', '.join(wanted)}", names)  # noqa: S102 - fixed names
         assert all(callable(names[w]) for w in wanted), module
     assert anynet.data_utils.load_CIFAR10 is anynet.data.load_CIFAR10
-    assert anynet.vis_utils.visualize_grid is anynet.vis.visualize_grid
+    assert anynet.vis_utils.visualize_grid is anynet.data.vis.visualize_grid
 
 
 def test_show_net_weights_cell():

@@ -20,7 +20,7 @@ import time
 import numpy as np
 from cifar_files import write_cifar10
 
-from anynet.checkpoint import load_npz
+from anynet.training.checkpoint import load_npz
 
 EPOCHS = 300
 FLAGS = ["--num-training", "40", "--num-validation", "20", "--num-test", "20", "--batch-size", "10",

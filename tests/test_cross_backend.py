@@ -5,7 +5,7 @@ import pytest
 from conftest import tolerance
 
 import anynet
-from anynet import backend
+from anynet import backends
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -18,10 +18,10 @@ def test_scores_loss_and_grads_agree_with_numpy(backend_name, dtype, reg):
     model = anynet.FullyConnectedNet([20, 15], backend=backend_name, **kwargs)
     rtol = tolerance(dtype)
     for k in ref.params:
-        np.testing.assert_array_equal(backend.to_numpy(model.params[k]), ref.params[k])
-    np.testing.assert_allclose(backend.to_numpy(model.loss(X)), ref.loss(X), rtol=rtol, atol=rtol)
+        np.testing.assert_array_equal(backends.to_numpy(model.params[k]), ref.params[k])
+    np.testing.assert_allclose(backends.to_numpy(model.loss(X)), ref.loss(X), rtol=rtol, atol=rtol)
     loss, grads = model.loss(X, y)
     ref_loss, ref_grads = ref.loss(X, y)
     np.testing.assert_allclose(float(loss), float(ref_loss), rtol=rtol)
     for k in ref_grads:
-        np.testing.assert_allclose(backend.to_numpy(grads[k]), ref_grads[k], rtol=rtol, atol=rtol * 1e-2)
+        np.testing.assert_allclose(backends.to_numpy(grads[k]), ref_grads[k], rtol=rtol, atol=rtol * 1e-2)

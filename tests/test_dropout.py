@@ -7,7 +7,7 @@ import pytest
 from array_api_compat import device as device_of
 from conftest import param_loss
 
-from anynet import FullyConnectedNet, Generator, backend
+from anynet import FullyConnectedNet, Generator, backends
 from anynet.gradient_check import eval_numerical_gradient, eval_numerical_gradient_array, rel_error
 from anynet.layers import dropout_backward, dropout_forward
 
@@ -19,7 +19,7 @@ def _put(xp, device, a, dtype=np.float64):
 
 def _np(x):
     """``x`` on the host as float64 NumPy."""
-    return np.asarray(backend.to_numpy(x), dtype=np.float64)
+    return np.asarray(backends.to_numpy(x), dtype=np.float64)
 
 
 # ---------------------------------------------------------------- the layer
@@ -78,7 +78,7 @@ def test_output_on_input_device_and_dtype(xp, device, dtype):
     dx = dropout_backward(_put(xp, device, np.ones((4, 5)), dtype), cache)
     for a in (out, dx):
         assert a.dtype == x.dtype and device_of(a) == device_of(x)
-        assert backend.name_of(a) == backend.name_of(x)
+        assert backends.name_of(a) == backends.name_of(x)
 
 
 @pytest.mark.parametrize("p", [0.0, 0.3, 0.9])

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from anynet import backend, backends
+from anynet import backends
 from anynet.gradient_check import (
     eval_numerical_gradient,
     eval_numerical_gradient_array,
@@ -14,10 +14,10 @@ from anynet.gradient_check import (
 
 def test_scalar_function_gradient(xp, device):
     x = xp.asarray([[1.0, -2.0], [0.5, 3.0]], dtype=xp.float64, device=device)
-    before = backend.to_numpy(x)
+    before = backends.to_numpy(x)
     grad = eval_numerical_gradient(lambda v: xp.sum(v**3), x, verbose=False)
-    np.testing.assert_allclose(backend.to_numpy(grad), 3 * before**2, rtol=1e-8)
-    np.testing.assert_array_equal(backend.to_numpy(x), before)
+    np.testing.assert_allclose(backends.to_numpy(grad), 3 * before**2, rtol=1e-8)
+    np.testing.assert_array_equal(backends.to_numpy(x), before)
 
 
 def test_array_function_gradient(xp, device):
@@ -25,7 +25,7 @@ def test_array_function_gradient(xp, device):
     df = xp.asarray([0.5, -1.0, 2.0], dtype=xp.float64, device=device)
     grad = eval_numerical_gradient_array(lambda v: xp.sin(v), x, df)
     expected = np.cos([1.0, 2.0, 3.0]) * np.array([0.5, -1.0, 2.0])
-    np.testing.assert_allclose(backend.to_numpy(grad), expected, rtol=1e-8)
+    np.testing.assert_allclose(backends.to_numpy(grad), expected, rtol=1e-8)
 
 
 def test_sparse_check_finds_wrong_gradient(xp, device, capsys):
@@ -50,13 +50,13 @@ def test_f_closing_over_x_is_perturbed_in_place_or_refused(xp, device, backend_n
     """
     x = xp.asarray([[1.0, -2.0], [0.5, 3.0]], dtype=xp.float64, device=device)
     df = xp.asarray([[1.0, 2.0], [-1.0, 0.5]], dtype=xp.float64, device=device)
-    before = backend.to_numpy(x)
+    before = backends.to_numpy(x)
     scalar, array = (lambda _: xp.sum(x**3)), (lambda _: x**3)
     if backends.get(backend_name).mutable:
         grad = eval_numerical_gradient(scalar, x, verbose=False)
-        np.testing.assert_allclose(backend.to_numpy(grad), 3 * before**2, rtol=1e-8)
+        np.testing.assert_allclose(backends.to_numpy(grad), 3 * before**2, rtol=1e-8)
         grad = eval_numerical_gradient_array(array, x, df)
-        np.testing.assert_allclose(backend.to_numpy(grad), 3 * before**2 * backend.to_numpy(df), rtol=1e-8)
+        np.testing.assert_allclose(backends.to_numpy(grad), 3 * before**2 * backends.to_numpy(df), rtol=1e-8)
         errors = grad_check_sparse(scalar, x, 3 * x**2, num_checks=3, seed=0)
         assert max(errors) < 1e-8
     else:
@@ -67,7 +67,7 @@ def test_f_closing_over_x_is_perturbed_in_place_or_refused(xp, device, backend_n
                 check()
             assert "must compute from its argument" in str(exc_info.value)
             assert "net.params['W1'] = W" in str(exc_info.value)
-    np.testing.assert_array_equal(backend.to_numpy(x), before)
+    np.testing.assert_array_equal(backends.to_numpy(x), before)
 
 
 def test_functions_invariant_to_a_shift_are_not_mistaken_for_closures(xp, device):
@@ -79,7 +79,7 @@ def test_functions_invariant_to_a_shift_are_not_mistaken_for_closures(xp, device
         return xp.sum(xp.log(xp.sum(xp.exp(shifted), axis=1)) - shifted[:, 0])
 
     grad = eval_numerical_gradient(f, x, verbose=False)
-    p = np.exp(backend.to_numpy(x))
+    p = np.exp(backends.to_numpy(x))
     p /= p.sum(axis=1, keepdims=True)
     p[:, 0] -= 1
-    np.testing.assert_allclose(backend.to_numpy(grad), p, rtol=1e-7)
+    np.testing.assert_allclose(backends.to_numpy(grad), p, rtol=1e-7)

@@ -7,7 +7,7 @@ import pytest
 from conftest import param_loss, reference_fc_net
 
 import anynet
-from anynet import backend
+from anynet import backends
 from anynet.gradient_check import eval_numerical_gradient, rel_error
 
 
@@ -16,17 +16,17 @@ def test_two_layer_net_matches_reference(backend_name, reg):
     rng = np.random.default_rng(0)
     model = anynet.TwoLayerNet(input_dim=12, hidden_dims=8, num_classes=4, reg=reg, dtype="float64",
                                seed=0, backend=backend_name)
-    params = {k: rng.standard_normal(backend.to_numpy(v).shape) * 0.5 for k, v in model.params.items()}
+    params = {k: rng.standard_normal(backends.to_numpy(v).shape) * 0.5 for k, v in model.params.items()}
     for k, v in params.items():
         model.params[k] = v  # as the course's notebook does: a NumPy array assigned by hand
     X, y = rng.standard_normal((5, 3, 2, 2)), rng.integers(0, 4, 5)
     ref_scores, ref_loss, ref_grads = reference_fc_net(params, X, y, reg, 2)
-    np.testing.assert_allclose(backend.to_numpy(model.loss(X)), ref_scores, rtol=1e-10)
+    np.testing.assert_allclose(backends.to_numpy(model.loss(X)), ref_scores, rtol=1e-10)
     loss, grads = model.loss(X, y)
     assert math.isclose(float(loss), ref_loss, rel_tol=1e-10)
     assert set(grads) == set(model.params)
     for k in grads:
-        np.testing.assert_allclose(backend.to_numpy(grads[k]), ref_grads[k], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(backends.to_numpy(grads[k]), ref_grads[k], rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("reg", [0.0, 3.14])
@@ -47,9 +47,9 @@ def test_initialization_follows_the_course(backend_name):
                                      backend=backend_name)
     shapes = {k: tuple(v.shape) for k, v in model.params.items()}
     assert shapes == {"W1": (40, 30), "b1": (30,), "W2": (30, 20), "b2": (20,), "W3": (20, 5), "b3": (5,)}
-    W1 = backend.to_numpy(model.params["W1"])
+    W1 = backends.to_numpy(model.params["W1"])
     assert W1.dtype == np.float32 and 0.08 < W1.std() < 0.12
-    assert not backend.to_numpy(model.params["b2"]).any()
+    assert not backends.to_numpy(model.params["b2"]).any()
 
 
 def test_reg_can_change_after_construction(backend_name):
@@ -60,11 +60,11 @@ def test_reg_can_change_after_construction(backend_name):
     loss0, grads0 = model.loss(X, y)
     model.reg = 2.0
     loss1, grads1 = model.loss(X, y)
-    W = {k: backend.to_numpy(model.params[k]) for k in ("W1", "W2")}
+    W = {k: backends.to_numpy(model.params[k]) for k in ("W1", "W2")}
     expected = float(loss0) + 0.5 * 2.0 * sum((w**2).sum() for w in W.values())
     assert math.isclose(float(loss1), expected, rel_tol=1e-12)
-    np.testing.assert_allclose(backend.to_numpy(grads1["W1"]), backend.to_numpy(grads0["W1"]) + 2.0 * W["W1"])
-    np.testing.assert_array_equal(backend.to_numpy(grads1["b1"]), backend.to_numpy(grads0["b1"]))
+    np.testing.assert_allclose(backends.to_numpy(grads1["W1"]), backends.to_numpy(grads0["W1"]) + 2.0 * W["W1"])
+    np.testing.assert_array_equal(backends.to_numpy(grads1["b1"]), backends.to_numpy(grads0["b1"]))
 
 
 def test_predict_returns_argmax_labels(xp, backend_name):
@@ -74,7 +74,7 @@ def test_predict_returns_argmax_labels(xp, backend_name):
     X = rng.standard_normal((9, 6))
     pred = model.predict(X)
     assert xp.isdtype(pred.dtype, "integral")
-    np.testing.assert_array_equal(backend.to_numpy(pred), backend.to_numpy(model.loss(X)).argmax(axis=1))
+    np.testing.assert_array_equal(backends.to_numpy(pred), backends.to_numpy(model.loss(X)).argmax(axis=1))
 
 
 def test_inputs_cast_to_model_dtype(xp, backend_name):

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from anynet import backend
+from anynet import backends
 from anynet.gradient_check import eval_numerical_gradient, rel_error
 from anynet.objectives import gplvm_log_likelihood, linear_autoencoder_loss
 
@@ -17,7 +17,7 @@ def _put(xp, device, a):
 
 def _np(x):
     """``x`` on the host as float64 NumPy."""
-    return np.asarray(backend.to_numpy(x), dtype=np.float64)
+    return np.asarray(backends.to_numpy(x), dtype=np.float64)
 
 
 # ---------------------------------------------------------------- linear autoencoder
@@ -39,7 +39,7 @@ def test_linear_autoencoder_matches_numpy(xp, device):
     W, X = rng.standard_normal((2, 6)), rng.standard_normal((6, 9))
     W_dev = _put(xp, device, W)
     loss, dW = linear_autoencoder_loss(W_dev, _put(xp, device, X))
-    assert backend.name_of(loss) == backend.name_of(dW) == backend.name_of(W_dev)
+    assert backends.name_of(loss) == backends.name_of(dW) == backends.name_of(W_dev)
     # Column by column, as the definition reads.
     want_loss, want_dW = 0.0, np.zeros_like(W)
     for j in range(X.shape[1]):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from array_api_compat import device as device_of
 
-from anynet import FullyConnectedNet, Solver, backend, optim
+from anynet import FullyConnectedNet, Solver, backends, optim
 
 RULES = ["sgd", "sgd_momentum", "nesterov_momentum", "rmsprop", "adam"]
 
@@ -26,7 +26,7 @@ def _grad(w):
 
 def _np(x):
     """``x`` on the host as float64 NumPy."""
-    return np.asarray(backend.to_numpy(x), dtype=np.float64)
+    return np.asarray(backends.to_numpy(x), dtype=np.float64)
 
 
 # ---------------------------------------------------------------- independent float64 references
@@ -162,7 +162,7 @@ def _torch_factory(rule, h):
 def test_rule_matches_torch_optim(rule, hyper):
     steps = 12
     want = _torch_trajectory(_torch_factory(rule, hyper), steps)
-    got, _ = _anynet_trajectory(rule, backend.namespace("numpy"), "cpu", steps, dict(hyper))
+    got, _ = _anynet_trajectory(rule, backends.get("numpy").xp, "cpu", steps, dict(hyper))
     for k in range(steps):
         np.testing.assert_allclose(got[k], want[k], rtol=1e-11, atol=1e-13, err_msg=f"step {k + 1}")
 
@@ -196,6 +196,38 @@ def test_momentum_trajectories_differ_from_torch_once_lr_changes():
     assert np.abs(w - p.detach().numpy()).max() > 1e-4
 
 
+# ---------------------------------------------------------------- beyond the course: AdamW, PyTorch's Nesterov SGD
+
+
+def test_adamw_matches_torch_adamw():
+    h = {"learning_rate": 0.05, "beta1": 0.9, "beta2": 0.99, "epsilon": 1e-8, "weight_decay": 0.1}
+    want = _torch_trajectory(lambda torch, ps: torch.optim.AdamW(ps, lr=0.05, betas=(0.9, 0.99), eps=1e-8,
+                                                                 weight_decay=0.1), 12)
+    got, config = _anynet_trajectory("adamw", backends.get("numpy").xp, "cpu", 12, dict(h))
+    np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-13)
+    assert config["t"] == 12
+    _, defaults = optim.adamw(np.ones(2), np.ones(2))
+    assert defaults["weight_decay"] == 1e-2  # torch.optim.AdamW's default too
+
+
+def test_nesterov_sgd_matches_torch_sgd_with_nesterov():
+    h = {"learning_rate": 0.05, "momentum": 0.9}
+    want = _torch_trajectory(lambda torch, ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True), 12)
+    got, _ = _anynet_trajectory("nesterov_sgd", backends.get("numpy").xp, "cpu", 12, dict(h))
+    np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.parametrize("rule", sorted(optim.UPDATE_RULES))
+def test_weight_decay_is_decoupled(xp, device, rule):
+    """``weight_decay`` shrinks the weight by learning_rate * weight_decay before the rule's own step: with a zero
+    gradient and fresh state, that is the whole update."""
+    w = xp.asarray(W0, device=device)
+    got, _ = optim.UPDATE_RULES[rule](w, xp.zeros_like(w), {"learning_rate": 0.1, "weight_decay": 0.5})
+    np.testing.assert_allclose(_np(got), W0 * (1 - 0.1 * 0.5), rtol=1e-12)
+    with pytest.raises(ValueError, match="weight_decay"):
+        optim.UPDATE_RULES[rule](w, w, {"weight_decay": -1.0})
+
+
 # ---------------------------------------------------------------- defaults, state, validation
 
 DEFAULTS = {
@@ -210,14 +242,16 @@ STATE = {"sgd": [], "sgd_momentum": ["velocity"], "nesterov_momentum": ["velocit
 
 
 def test_update_rules_registry():
-    assert sorted(optim.UPDATE_RULES) == sorted(RULES)
-    assert all(optim.UPDATE_RULES[r] is getattr(optim, r) for r in RULES)
+    # The course's five, AdamW and PyTorch's Nesterov SGD.
+    assert sorted(optim.UPDATE_RULES) == sorted([*RULES, "adamw", "nesterov_sgd"])
+    assert all(optim.UPDATE_RULES[r] is getattr(optim, r) for r in optim.UPDATE_RULES)
 
 
 @pytest.mark.parametrize("rule", RULES)
 @pytest.mark.parametrize("config", [None, {}])
 def test_defaults_filled(rule, config):
     w, dw = np.ones(3), np.full(3, 0.5)
+    config = None if config is None else dict(config)  # a fresh {}: the rule writes into the dict it is given
     _, out = getattr(optim, rule)(w, dw, config)
     for k, v in DEFAULTS[rule].items():
         assert out[k] == v
@@ -243,11 +277,11 @@ def test_state_created_lazily_like_the_parameter(xp, device, rule, dtype):
     w_before, dw_before = _np(w), _np(dw)
     next_w, config = getattr(optim, rule)(w, dw, None)
     assert next_w.dtype == dt and device_of(next_w) == device_of(w)
-    assert backend.name_of(next_w) == backend.name_of(w)
+    assert backends.name_of(next_w) == backends.name_of(w)
     for name in STATE[rule]:
         s = config[name]
         assert s.dtype == dt and s.shape == w.shape and device_of(s) == device_of(w)
-        assert backend.name_of(s) == backend.name_of(w)
+        assert backends.name_of(s) == backends.name_of(w)
     # First-step state is what zeros give after one update.
     d = _np(dw)
     first = {
@@ -265,20 +299,23 @@ def test_state_created_lazily_like_the_parameter(xp, device, rule, dtype):
 
 
 @pytest.mark.parametrize("rule", RULES)
-def test_callers_config_not_mutated(rule):
+def test_the_callers_config_gets_the_new_state_as_in_the_course(rule):
+    """The course's rules write their defaults and new state into the config they are given and return it: the
+    notebooks read config['velocity'] after a call. The arrays passed in are left alone."""
     config = {"learning_rate": 0.02}
-    snapshot = dict(config)
     w, dw = np.ones(3), np.ones(3)
     _, out = getattr(optim, rule)(w, dw, config)
-    assert config == snapshot and out is not config
-    # Passing the returned config on leaves that one unchanged too.
-    out_snapshot = {k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v) for k, v in out.items()}
-    _, out2 = getattr(optim, rule)(w, dw, out)
-    assert set(out) == set(out_snapshot)
-    for k, v in out_snapshot.items():
-        np.testing.assert_array_equal(out[k], v)
+    assert out is config and config["learning_rate"] == 0.02
+    assert set(DEFAULTS[rule]) | set(STATE[rule]) <= set(config)
+    before = {k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v) for k, v in config.items()}
+    _, out2 = getattr(optim, rule)(w, dw, config)
+    assert out2 is config
     if STATE[rule]:
-        assert not np.array_equal(out2[STATE[rule][0]], out[STATE[rule][0]])
+        key = STATE[rule][0]
+        assert not np.array_equal(config[key], before[key])  # the caller's dict holds the newer state
+        np.testing.assert_array_equal(before[key], out[key] if key == "t" else before[key])
+    np.testing.assert_array_equal(w, np.ones(3))
+    np.testing.assert_array_equal(dw, np.ones(3))
 
 
 BAD = [
@@ -338,7 +375,7 @@ def test_solver_lowers_the_loss(backend_name, rule):
     assert solver.best_val_acc > 0.8
     for config in solver.optim_configs.values():
         for name in STATE[rule]:
-            assert backend.name_of(config[name]) == backend_name
+            assert backends.name_of(config[name]) == backend_name
 
 
 @pytest.mark.parametrize("rule", ["sgd_momentum", "adam"])

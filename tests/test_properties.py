@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from anynet import backend
+from anynet import backends
 from anynet.layers import (
     affine_backward,
     affine_forward,
@@ -57,7 +57,7 @@ def put(xp, device):
 
 def host(x):
     """The host float64 copy of a backend array."""
-    return backend.to_numpy(x).astype(np.float64)
+    return backends.to_numpy(x).astype(np.float64)
 
 
 def numeric_grad(f, x, dout, h=1e-6):
@@ -121,7 +121,7 @@ def test_relu_is_non_negative_and_its_gradient_numeric(put, shape, seed, scale):
                     elements=st.floats(-1e4, 1e4, width=32)))
 def test_relu_output_non_negative_for_any_float32(put, x):
     out, _ = relu_forward(put(x, "float32"))
-    got = backend.to_numpy(out)
+    got = backends.to_numpy(out)
     assert got.dtype == np.float32 and (got >= 0).all()
     expected = np.maximum(x, 0)
     # Exact, except that a GPU may flush a subnormal (below float32's smallest normal, 1.2e-38) to

@@ -17,8 +17,10 @@ import pytest
 from cifar_files import write_cifar10
 
 import anynet
-from anynet import backend, checkpoint, cli, files, layers, optim
-from anynet.checkpoint import CheckpointError, load_npz, save_npz
+from anynet import backends, files, layers, optim
+from anynet.app import cli
+from anynet.training import checkpoint
+from anynet.training.checkpoint import CheckpointError, load_npz, save_npz
 
 # --- helpers ----------------------------------------------------------------
 
@@ -42,7 +44,7 @@ def small_net(backend_name="numpy", **kwargs):
 
 
 def host(x):
-    return backend.to_numpy(x)
+    return backends.to_numpy(x)
 
 
 # --- models -----------------------------------------------------------------
@@ -124,14 +126,14 @@ def test_model_loss_moves_other_backends_arrays(backend_name):
     expected = float(reference.loss(X, y)[0])
     model = small_net(backend_name, dtype="float64")
     for other in anynet.available_backends():
-        xp = backend.namespace(other)
+        xp = backends.get(other).xp
         X_other, y_other = xp.asarray(X), xp.asarray(y)
         loss, grads = model.loss(X_other, y_other)
-        assert backend.name_of(loss) == backend_name and backend.name_of(grads["W1"]) == backend_name
-        if backend.to_numpy(X_other).dtype != np.float64:
+        assert backends.name_of(loss) == backend_name and backends.name_of(grads["W1"]) == backend_name
+        if backends.to_numpy(X_other).dtype != np.float64:
             # JAX outside its 64-bit mode holds X in float32: the model computes on those values, cast to float64.
             assert other == "jax"
-            expected_other = float(reference.loss(backend.to_numpy(X_other), backend.to_numpy(y_other))[0])
+            expected_other = float(reference.loss(backends.to_numpy(X_other), backends.to_numpy(y_other))[0])
             assert math.isclose(float(loss), expected_other, rel_tol=1e-12)
             assert math.isclose(float(loss), expected, rel_tol=1e-5)
         else:
@@ -205,7 +207,7 @@ def test_solver_names_missing_or_wrong_data_container():
 
 
 _SOLVER_CASES = [
-    ({"update_rule": "adamw"}, ValueError, ["update_rule", "sgd_momentum", "'adamw'"]),
+    ({"update_rule": "adamax"}, ValueError, ["update_rule", "sgd_momentum", "'adamax'"]),
     ({"update_rule": 3}, ValueError, ["update_rule", "callable", "got 3"]),
     ({"batch_size": 0}, ValueError, ["batch_size", "positive integer", "got 0"]),
     ({"batch_size": -4}, ValueError, ["batch_size", "positive integer", "got -4"]),
@@ -245,12 +247,12 @@ def test_solver_moves_arrays_of_any_backend_to_the_model(backend_name):
     """Data of another backend is moved to the model's device once, by design; training then matches NumPy data."""
     histories = []
     for other in anynet.available_backends():
-        xp = backend.namespace(other)
+        xp = backends.get(other).xp
         data = {k: xp.asarray(v) for k, v in small_data().items()}
         model = small_net(backend_name)
         solver = anynet.Solver(model, data, batch_size=5, num_epochs=2, optim_config={"learning_rate": 0.1},
                                verbose=False, seed=0)
-        assert backend.name_of(solver.X_train) == backend_name and backend.name_of(solver.y_val) == backend_name
+        assert backends.name_of(solver.X_train) == backend_name and backends.name_of(solver.y_val) == backend_name
         solver.train()
         histories.append((other, solver.loss_history, host(model.params["W1"])))
     # numpy and float64 inputs cast to the model's float32 identically, whatever their backend.
@@ -327,7 +329,7 @@ def test_backend_functions_name_bad_input():
         anynet.set_backend("tensorflow")
     assert_message(exc_info, "backend", "array_api_strict", "'tensorflow'")
     with pytest.raises(ValueError) as exc_info:
-        backend.resolve_device("numpy", "cuda")
+        backends.get("numpy", "cuda")
     assert_message(exc_info, "device", "'cuda'", "numpy")
 
 
@@ -624,8 +626,8 @@ def _one_line_error(capsys):
     ("args", "parts"),
     [
         (["--backend", "mxnet"], ["--backend", "invalid choice", "'mxnet'"]),
-        (["--model", "cnn"], ["--model", "invalid choice", "'cnn'"]),
-        (["--update-rule", "adamw"], ["--update-rule", "invalid choice", "'adamw'"]),
+        (["--model", "resnet"], ["--model", "invalid choice", "'resnet'"]),
+        (["--update-rule", "adamax"], ["--update-rule", "invalid choice", "'adamax'"]),
         (["--frobnicate"], ["unrecognized arguments", "--frobnicate"]),
         (["--dtype", "float16"], ["--dtype", "invalid choice", "'float16'"]),
         (["--batch-size", "0"], ["--batch-size", "positive integer", "0"]),
@@ -682,7 +684,7 @@ def test_evaluate_refuses_bad_checkpoint(capsys, tmp_path):
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_command_reports_non_finite_loss_and_where_the_checkpoint_is(capsys, tmp_path, data_dir, monkeypatch):
     out = tmp_path / "run"
-    real_loss = anynet.models.softmax_loss
+    real_loss = anynet.models.fc_net.softmax_loss
     calls = []
 
     def nan_after_two_epochs(x, y):
@@ -690,7 +692,7 @@ def test_command_reports_non_finite_loss_and_where_the_checkpoint_is(capsys, tmp
         loss, dx = real_loss(x, y)
         return (loss * float("nan"), dx) if len(calls) > 8 else (loss, dx)
 
-    monkeypatch.setattr(anynet.models, "softmax_loss", nan_after_two_epochs)
+    monkeypatch.setattr(anynet.models.fc_net, "softmax_loss", nan_after_two_epochs)
     code = cli.main(["train", "--data-dir", str(data_dir), *SIZES, "--epochs", "4", "--out", str(out)])
     assert code == 1
     err = _one_line_error(capsys)

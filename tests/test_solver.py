@@ -1,11 +1,12 @@
 """The Solver: overfitting, bookkeeping, determinism, resume and validation, on every backend."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import anynet
-from anynet import backend, backends
-from anynet.optimizers import FlatOptimizer
+from anynet import backends
 
 
 def _images(N, seed=0, C=10):
@@ -54,7 +55,7 @@ def test_histories_and_learning_rate_decay(backend_name):
     assert all(c["learning_rate"] == 0.1 * 0.5**4 for c in solver.optim_configs.values())
     assert solver.best_val_acc == max(solver.val_acc_history)
     for k, v in model.params.items():
-        np.testing.assert_array_equal(backend.to_numpy(v), backend.to_numpy(solver.best_params[k]))
+        np.testing.assert_array_equal(backends.to_numpy(v), backends.to_numpy(solver.best_params[k]))
 
 
 def test_num_iterations_overrides_epochs(backend_name):
@@ -69,14 +70,14 @@ def test_same_seed_same_run(backend_name):
     for _ in range(2):
         model, solver = _small_problem(backend_name)
         solver.train()
-        runs.append((solver.loss_history, solver.val_acc_history, backend.to_numpy(model.params["W1"])))
+        runs.append((solver.loss_history, solver.val_acc_history, backends.to_numpy(model.params["W1"])))
     assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1]
     np.testing.assert_array_equal(runs[0][2], runs[1][2])
 
 
 def test_data_moves_to_the_device_once(xp, backend_name):
     _, solver = _small_problem(backend_name)
-    assert backend.name_of(solver.X_train) == backend_name
+    assert backends.name_of(solver.X_train) == backend_name
     assert solver.X_train.dtype == xp.float32 and xp.isdtype(solver.y_train.dtype, "integral")
 
 
@@ -105,7 +106,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, backend_name, update_rule):
     assert resumed.loss_history == solver.loss_history
     assert resumed.val_acc_history == solver.val_acc_history
     for k in model.params:
-        np.testing.assert_array_equal(backend.to_numpy(resumed_model.params[k]), backend.to_numpy(model.params[k]))
+        np.testing.assert_array_equal(backends.to_numpy(resumed_model.params[k]), backends.to_numpy(model.params[k]))
 
 
 def _stop_at(t):
@@ -136,7 +137,29 @@ def test_resume_from_a_checkpoint_written_inside_an_epoch(tmp_path, backend_name
     resumed.train()
     assert resumed.loss_history == solver.loss_history
     for k in model.params:
-        np.testing.assert_array_equal(backend.to_numpy(resumed_model.params[k]), backend.to_numpy(model.params[k]))
+        np.testing.assert_array_equal(backends.to_numpy(resumed_model.params[k]), backends.to_numpy(model.params[k]))
+
+
+def test_resume_inside_an_epoch_with_dropout_goes_on_with_the_same_masks(tmp_path, backend_name):
+    """A checkpoint written inside an epoch holds the random state the rest of the epoch draws from: on the same
+    backend the resumed run draws the uninterrupted run's very dropout masks."""
+    model, solver = _small_problem(backend_name, dropout=0.3)
+    solver.train()
+
+    def save_at_nine(s, event):
+        if event == "iteration" and s.t == 9:
+            s.save_checkpoint(tmp_path / "mid.npz")
+            raise _Stop
+
+    _, first = _small_problem(backend_name, dropout=0.3, callback=save_at_nine)
+    with pytest.raises(_Stop):
+        first.train()
+    resumed_model, resumed = _small_problem(backend_name, dropout=0.3)
+    resumed.load_checkpoint(tmp_path / "mid.npz")
+    resumed.train()
+    assert resumed.loss_history == solver.loss_history
+    for k in model.params:
+        np.testing.assert_array_equal(backends.to_numpy(resumed_model.params[k]), backends.to_numpy(model.params[k]))
 
 
 def test_train_called_again_inside_an_epoch_goes_on_exactly(backend_name):
@@ -151,7 +174,7 @@ def test_train_called_again_inside_an_epoch_goes_on_exactly(backend_name):
     stopped.train()
     assert stopped.loss_history == solver.loss_history
     for k in model.params:
-        np.testing.assert_array_equal(backend.to_numpy(stopped_model.params[k]), backend.to_numpy(model.params[k]))
+        np.testing.assert_array_equal(backends.to_numpy(stopped_model.params[k]), backends.to_numpy(model.params[k]))
 
 
 def test_load_model_gives_best_parameters(tmp_path, backend_name):
@@ -159,7 +182,7 @@ def test_load_model_gives_best_parameters(tmp_path, backend_name):
     solver.train()
     loaded = anynet.load_model(tmp_path / "ckpt.npz", backend=backend_name)
     X = np.random.default_rng(5).standard_normal((7, 8))
-    np.testing.assert_array_equal(backend.to_numpy(loaded.predict(X)), backend.to_numpy(model.predict(X)))
+    np.testing.assert_array_equal(backends.to_numpy(loaded.predict(X)), backends.to_numpy(model.predict(X)))
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -168,7 +191,7 @@ def test_non_finite_loss_stops_with_iteration(tmp_path, backend_name):
                                    checkpoint_name=tmp_path / "c")
     with pytest.raises(FloatingPointError, match=r"iteration \d+; last finite loss"):
         solver.train()
-    assert all(np.isfinite(backend.to_numpy(v)).all() for v in solver.best_params.values())
+    assert all(np.isfinite(backends.to_numpy(v)).all() for v in solver.best_params.values())
 
 
 def test_custom_update_rule_callable(backend_name):
@@ -233,7 +256,7 @@ def test_a_training_step_asks_nothing_that_waits_on_the_device(backend_name, kin
     import torch
 
     if kind.startswith("fc"):
-        # The GPU path: one fused update (the backend hands the Solver a FlatOptimizer).
+        # The GPU path: one fused update (the backend's update_layout is "flat" on a GPU).
         monkeypatch.setattr(type(backends.get("torch")), "on_gpu", property(lambda self: True))
         model = anynet.FullyConnectedNet([16, 12], input_dim=8, num_classes=3, dropout=0.2, use_batchnorm=True,
                                          weight_scale=0.3, seed=0, backend="torch")
@@ -260,5 +283,26 @@ def test_a_training_step_asks_nothing_that_waits_on_the_device(backend_name, kin
         for _ in range(3):
             solver._step()
             solver.t += 1
-    fused = isinstance(solver.optimizer, FlatOptimizer) and solver.optimizer._flat is not None
+    fused = any(group.layout == "flat" for group in solver.optimizer.plan.groups)
     assert fused == kind.startswith("fc")
+
+
+def test_a_checkpoint_written_before_the_optimizer_state_was_redesigned_loads_and_continues():
+    """tests/data/checkpoint-before-0.2.npz was written by anynet before this version (the course's per-parameter
+    configs, Adam at t=10, two of four epochs); the -resumed file holds what that version's own resumed run
+    ended with. This version continues from the old file to the same numbers."""
+    from blobs import blobs
+
+    data = Path(__file__).parent / "data"
+    model = anynet.FullyConnectedNet([8, 5], input_dim=6, num_classes=3, weight_scale=0.3, seed=2, dtype="float64",
+                                     use_batchnorm=True, backend="numpy")
+    solver = anynet.Solver(model, blobs(), update_rule="adam", optim_config={"learning_rate": 1e-2}, lr_decay=0.8,
+                           batch_size=20, num_epochs=4, verbose=False, seed=3)
+    solver.load_checkpoint(data / "checkpoint-before-0.2.npz")
+    assert solver.t == 10 and solver.optim_configs["W1"]["t"] == 10
+    assert solver.optim_configs["b3"]["learning_rate"] == pytest.approx(1e-2 * 0.8**2)
+    solver.train()
+    expected = np.load(data / "checkpoint-before-0.2-resumed.npz")
+    np.testing.assert_allclose(solver.loss_history, expected["loss_history"], rtol=1e-12)
+    for k, w in model.params.items():
+        np.testing.assert_allclose(w, expected[k], rtol=1e-10, atol=1e-12, err_msg=k)

@@ -20,13 +20,13 @@ import pytest
 from cifar_files import write_cifar10
 
 from anynet import load_model
-from anynet import sweep as sweep_module
-from anynet.cli import main as cli_main
-from anynet.sweep import run_trial, sweep
-from anynet.sweep_grid import LOG_KEYS, expand_grid, parse_grid, sample_grid
-from anynet.sweep_results import map_cells, read_results, write_results
-from anynet.sweep_search import Space, make_sampler
-from anynet.train import StopRun, train
+from anynet.app.cli import main as cli_main
+from anynet.app.sweep import run_trial, sweep
+from anynet.app.sweep import trials as trials_module
+from anynet.app.sweep.grid import LOG_KEYS, expand_grid, parse_grid, sample_grid
+from anynet.app.sweep.results import map_cells, read_results, write_results
+from anynet.app.sweep.search import Space, make_sampler
+from anynet.app.train import StopRun, train
 
 try:
     import cloudpickle
@@ -100,6 +100,17 @@ def test_parse_grid_types_values_and_accepts_both_spellings():
     assert all(isinstance(v, int) for v in grid["batch_size"])
     assert parse_grid({"learning-rate": 0.01, "hidden_dims": [100, 50]}) == {
         "learning_rate": [0.01], "hidden_dims": [(100, 50)]}
+
+
+def test_parse_grid_takes_the_cnn_flags():
+    grid = parse_grid(["widths=32x64x128,64x128x256", "label-smoothing=0,0.1", "weight-decay=5e-4",
+                       "lr-schedule=none,cosine", "convs-per-stage=1,2", "augment=on", "warmup-epochs=1"])
+    assert grid == {
+        "widths": [(32, 64, 128), (64, 128, 256)], "label_smoothing": [0.0, 0.1], "weight_decay": [5e-4],
+        "lr_schedule": ["none", "cosine"], "convs_per_stage": [1, 2], "augment": [True], "warmup_epochs": [1.0],
+    }
+    assert parse_grid({"widths": [16, 32]}) == {"widths": [(16, 32)]}  # one network, as for hidden_dims
+    assert "weight_decay" in LOG_KEYS
 
 
 @pytest.mark.parametrize("specs, words", [
@@ -268,14 +279,14 @@ def test_random_points_are_trained_seeded_and_inside_the_grid(data_root):
 
 def _anynet_threads():
     """On a worker: the CPU threads anynet's own parallel work may use there."""
-    from anynet import backend
+    from anynet.backends import numpy as numpy_backend
 
-    return backend.threads()
+    return numpy_backend.threads()
 
 
 def _data_loads():
     """How often this worker process loaded each data config."""
-    return dict(sweep_module._DATA_LOADS)
+    return dict(trials_module._DATA_LOADS)
 
 
 @needs_dask
@@ -434,7 +445,7 @@ def test_train_stops_at_the_epoch_on_epoch_says_and_keeps_what_it_has(data_root,
 @pytest.fixture
 def no_run_plots(monkeypatch):
     """Trials in this process draw no loss, accuracy and weight plots: most of a tiny trial's time."""
-    from anynet import vis
+    from anynet.data import vis
 
     monkeypatch.setattr(vis, "plot_history", lambda *args, **kwargs: None)
     monkeypatch.setattr(vis, "plot_weights", lambda *args, **kwargs: None)
@@ -628,3 +639,29 @@ def test_the_command_checks_sampler_flags_and_keeps_random_as_an_alias(data_root
     again = sweep(["learning-rate=1e-4,1e-2"], {**_base(data_root), "hidden_dims": [20]}, workers=0,
                   sampler="random", trials=2)
     assert [r["learning_rate"] for r in rows] == [r["learning_rate"] for r in again]
+
+
+# ---- ConvNets ---------------------------------------------------------------------------------------------------
+
+
+def test_a_cnn_sweep_runs_and_its_best_trial_trains_again(data_root, tmp_path, capsys):
+    out = tmp_path / "cnn"
+    flags = ["--model", "cnn", "--data-dir", str(data_root), "--num-training", "40", "--num-validation", "20",
+             "--num-test", "0", "--batch-size", "20", "--iterations", "2", "--learning-rate", "0.05"]
+    assert cli_main(["sweep", "--grid", "widths=4x8,8", "weight-decay=1e-3", "--workers", "0", "--quiet",
+                     "--out", str(out), *flags]) == 0
+    assert "2 trials, 0 failed" in capsys.readouterr().out
+    rows = read_results(out)
+    assert [r["config"]["widths"] for r in rows] == [[4, 8], [8]]
+    assert all(r["config"]["model"] == "cnn" and r["config"]["weight_decay"] == 1e-3 for r in rows)
+    assert all((out / r["run_dir"] / "weights.png").is_file() for r in rows)
+    assert cli_main(["train", "--config", str(out / "best.json"), "--iterations", "1", "--out", str(tmp_path / "again"),
+                     "--quiet"]) == 0
+    config = json.loads((tmp_path / "again" / "metrics.json").read_text())["config"]
+    assert config["widths"] == json.loads((out / "best.json").read_text())["config"]["widths"]
+    # A flag the model does not take is refused before any trial runs.
+    assert cli_main(["sweep", "--grid", "hidden-dims=10,20", "--workers", "0", "--out", str(tmp_path / "x"),
+                     *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--hidden-dims needs --model two-layer or fc; --model cnn" in err
+    assert not (tmp_path / "x").exists()

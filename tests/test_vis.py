@@ -1,4 +1,4 @@
-"""Plots: the image grid, loss/accuracy curves and first-layer weights, headless."""
+"""Plots: the image grid, loss/accuracy curves and first-layer weights or filters, headless."""
 
 import subprocess
 import sys
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from anynet import vis
+from anynet.data import vis
 
 
 def test_visualize_grid_tiles_rescaled_images():
@@ -59,6 +59,19 @@ def test_plot_weights_writes_a_png_of_the_grid(tmp_path):
     np.testing.assert_allclose(image[0:64:2, 0:64:2, :3], expected, atol=1 / 255 + 1e-6)
 
 
+def test_plot_filters_writes_each_filter_as_an_enlarged_colour_tile(tmp_path):
+    W = np.random.default_rng(3).normal(size=(5, 3, 3, 3))  # 5 filters of 3x3 on colour images
+    vis.plot_filters(W, tmp_path / "f.png", size=110)
+    image = imread(tmp_path / "f.png")
+    # 5 filters -> a 3x3 grid of 3-pixel tiles with 1-pixel padding: 11 pixels, enlarged 10 times.
+    assert image.shape[:2] == (110, 110)
+    tile = W[0].transpose(1, 2, 0)
+    expected = np.rint(255 * (tile - tile.min()) / (tile.max() - tile.min())) / 255
+    np.testing.assert_allclose(image[0:30:10, 0:30:10, :3], expected, atol=1 / 255 + 1e-6)
+    with pytest.raises(ValueError, match="filters of colour images"):
+        vis.plot_filters(np.zeros((4, 1, 3, 3)), tmp_path / "g.png")
+
+
 def test_plot_history_writes_pngs(tmp_path):
     history = {
         "loss_history": [2.3, 2.1, 1.9, 1.8],
@@ -78,7 +91,7 @@ def test_plot_history_writes_pngs(tmp_path):
 
 def test_matplotlib_is_imported_lazily():
     code = (
-        "import sys, anynet, anynet.vis, anynet.train, anynet.cli, anynet.data;"
+        "import sys, anynet, anynet.data.vis, anynet.app.train, anynet.app.runs, anynet.app.cli, anynet.data;"
         "print('matplotlib' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,206 +1,44 @@
-"""Backends: one object per array library, the only modules that know libraries by name.
+"""Backends: one object per array library and device, the only modules that know libraries by name.
 
 Everything else in anynet takes its array namespace from its inputs and uses
 only the Array API standard. ``get(name, device)`` gives the backend object
 (a ``base.Backend``) that holds what the standard leaves out: devices, moves
 between host and device, synchronization, random generators, minibatch
-gathers, and each library's fast paths (optimizer updates, compiled steps).
+gathers, and each library's fast paths (update layouts, compiled steps).
+``backend=`` arguments everywhere take a name or such an object.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-
-import array_api_compat
-
-from .base import DTYPES, Backend, BackendUnavailableError, Generator, dtype_name
+# The NumPy backend's module reads OpenBLAS's environment as NumPy will find it, so it is imported with the
+# package (it loads NumPy only when first used).
+from . import numpy  # noqa: F401
+from .base import DTYPES, Backend, BackendUnavailableError, OnBackend, dtype_name
+from .random import Generator
+from .registry import (
+    BACKENDS,
+    available_backends,
+    backend_class,
+    bfloat16_of,
+    check_name,
+    fast_path,
+    fast_paths,
+    get,
+    get_backend,
+    is_eager,
+    name_of,
+    namespace,
+    of,
+    set_backend,
+    to_numpy,
+    use_fast_paths,
+    why_unavailable,
+)
+from .tracing import compiled_call, tracing
 
 __all__ = [
-    "BACKENDS", "DTYPES", "Backend", "BackendUnavailableError", "Generator", "available_backends", "check_name",
-    "dtype_name", "get", "get_backend", "of", "name_of", "set_backend", "to_numpy", "tracing",
+    "BACKENDS", "DTYPES", "Backend", "BackendUnavailableError", "Generator", "OnBackend", "available_backends",
+    "backend_class", "bfloat16_of", "check_name", "compiled_call", "dtype_name", "fast_path", "fast_paths", "get",
+    "get_backend", "is_eager", "name_of", "namespace", "of", "set_backend", "to_numpy", "tracing", "use_fast_paths",
+    "why_unavailable",
 ]
-
-BACKENDS = ("numpy", "cupy", "torch", "array_api_strict", "jax")
-# name -> "module:class", imported on first use so that ``import anynet`` loads no array library
-_CLASSES = {
-    "numpy": "numpy:NumpyBackend",
-    "cupy": "cupy:CupyBackend",
-    "torch": "torch:TorchBackend",
-    "array_api_strict": "strict:StrictBackend",
-    "jax": "jax:JaxBackend",
-}
-_default: str | None = None
-_instances: dict = {}
-_tracing = False
-
-
-def check_name(name) -> str:
-    """Return ``name`` if it names a backend, else raise ``ValueError``."""
-    if not isinstance(name, str) or name not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {name!r}")
-    return name
-
-
-def backend_class(name: str) -> type[Backend]:
-    """The ``Backend`` subclass of backend ``name``."""
-    module, _, cls = _CLASSES[check_name(name)].partition(":")
-    return getattr(importlib.import_module(f".{module}", __name__), cls)
-
-
-def why_unavailable(name: str) -> str | None:
-    """Why backend ``name`` cannot run here, with the command that installs what is missing; None when it can."""
-    return backend_class(name).why_unavailable()
-
-
-def available_backends() -> list[str]:
-    """List the backends that can run on this machine, in ``BACKENDS`` order."""
-    return [name for name in BACKENDS if why_unavailable(name) is None]
-
-
-def get_backend() -> str:
-    """Return the default backend's name: ``set_backend``, else ``$ANYNET_BACKEND``, else numpy."""
-    if _default is not None:
-        return _default
-    name = os.environ.get("ANYNET_BACKEND", "numpy")
-    if name not in BACKENDS:
-        raise ValueError(f"ANYNET_BACKEND must be one of {', '.join(BACKENDS)}; got {name!r}")
-    return name
-
-
-def set_backend(name: str) -> None:
-    """Make ``name`` the default backend for models built from now on.
-
-    Raises
-    ------
-    ValueError
-        If ``name`` is not one of ``BACKENDS``.
-    BackendUnavailableError
-        If the backend cannot run here; the message says what to install.
-    """
-    global _default
-    get(name)
-    _default = name
-
-
-def get(name: str | Backend | None = None, device=None) -> Backend:
-    """The backend object of library ``name`` (default ``get_backend()``) on ``device``.
-
-    Without ``device``, the default backend computes on ``$ANYNET_DEVICE`` when
-    that is set, every backend else on its own default device.
-
-    A backend object given as ``name`` is returned as it is.
-
-    Raises
-    ------
-    ValueError
-        If ``name`` is not a backend, or ``device`` not one of its devices.
-    BackendUnavailableError
-        If the backend cannot run here.
-    """
-    if isinstance(name, Backend) and device is None:
-        return name
-    if isinstance(name, Backend):
-        name = name.name
-    name = get_backend() if name is None else check_name(name)
-    from_environment = device is None and name == get_backend() and bool(os.environ.get("ANYNET_DEVICE"))
-    if from_environment:
-        device = os.environ["ANYNET_DEVICE"]  # the default device of the default backend
-    if isinstance(device, Backend):
-        device = device.device
-    try:
-        key = (name, device)
-        hash(key)
-    except TypeError:
-        key = (name, str(device))
-    backend = _instances.get(key)
-    if backend is None:
-        cls = backend_class(name)
-        why = cls.why_unavailable()
-        if why is not None:
-            raise BackendUnavailableError(why)
-        try:
-            backend = cls(device)
-        except ValueError as exc:
-            if from_environment:
-                raise ValueError(f"ANYNET_DEVICE={device!r} is not a device of the {name} backend") from exc
-            raise
-        # One object per device however it was named ("cuda" and "cuda:0"), so that models compare backends.
-        backend = _instances.setdefault((name, str(backend.device)), backend)
-        _instances[key] = backend
-        # Known before any compiled step asks: a trace would otherwise go through array-api-compat's lookup.
-        _namespaces.setdefault(backend._array_type, backend.xp)
-    return backend
-
-
-def name_of(x) -> str:
-    """Return the name of the backend that array ``x`` belongs to."""
-    if array_api_compat.is_numpy_array(x):
-        return "numpy"
-    if array_api_compat.is_torch_array(x):
-        return "torch"
-    if array_api_compat.is_cupy_array(x):
-        return "cupy"
-    if array_api_compat.is_jax_array(x):
-        return "jax"
-    try:
-        if array_api_compat.is_array_api_strict_namespace(array_api_compat.array_namespace(x)):
-            return "array_api_strict"
-    except TypeError:
-        pass
-    raise TypeError(f"expected an array of one of {', '.join(BACKENDS)}; got {type(x).__name__}")
-
-
-def of(x) -> Backend:
-    """The backend object that array ``x`` lives on (its library and device)."""
-    return get(name_of(x), array_api_compat.device(x))
-
-
-def to_numpy(x):
-    """Copy array ``x`` of any backend (or host data) to a NumPy array on the host."""
-    import numpy as np
-
-    if isinstance(x, (np.ndarray, np.generic, int, float, list, tuple)):
-        return np.asarray(x)
-    return of(x).to_numpy(x)
-
-
-def tracing() -> bool:
-    """Whether a compiled step is being traced (or run): caches must not keep arrays made now."""
-    return _tracing
-
-
-def compiled_call(fn):
-    """Wrap the compiled ``fn`` so that ``tracing()`` is true while it runs (and so while it is traced)."""
-
-    def call(*args):
-        global _tracing
-        _tracing = True
-        try:
-            return fn(*args)
-        finally:
-            _tracing = False
-
-    call.compiled = fn
-    return call
-
-
-_namespaces: dict = {}  # array type -> its Array API namespace
-
-
-def namespace(*arrays):
-    """The Array API namespace of ``arrays`` (``array_api_compat.array_namespace``), remembered by array type.
-
-    Compute code asks this at every layer call: array-api-compat's own lookup
-    costs microseconds of Python each time and, traced by ``torch.compile``,
-    a trip through caches that PyTorch's compiler warns about. One library's
-    arrays always have the same namespace, so a dict keyed by type answers.
-    """
-    kind = type(arrays[0])
-    xp = _namespaces.get(kind)
-    if xp is not None and all(type(a) is kind for a in arrays[1:]):
-        return xp
-    xp = array_api_compat.array_namespace(*arrays)
-    if all(type(a) is kind for a in arrays[1:]):
-        _namespaces[kind] = xp
-    return xp

@@ -2,10 +2,11 @@
 
 A ``Backend`` is one array library on one device. It turns host (NumPy)
 arrays into device arrays and back, synchronizes, gathers minibatches, draws
-random numbers, and owns the two fast paths a library may override: how an
-optimizer updates the parameters (``optimizer``) and how a training step is
-compiled (``compile``). The subclasses, one module per library beside this
-one, override only what their library does better or differently.
+random numbers from a carried state, and owns the fast paths a library may
+override: how an optimizer lays out its updates (``update_layout``) and how a
+training step is compiled (``compile``). The subclasses, one module per
+library beside this one, override only what their library does better or
+differently.
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ class Backend:
             if array_api_compat.device(x) != self.device:
                 x = array_api_compat.to_device(x, self.device)
             return x if dtype is None or x.dtype == dtype else self.xp.astype(x, dtype)
-        from . import to_numpy
+        from .registry import to_numpy  # another library's array: its own backend copies it to the host
 
         host = to_numpy(x)
         if host.dtype == object:
@@ -183,10 +184,6 @@ class Backend:
 
     # Random numbers.
 
-    def generator(self, seed=None):
-        """A seeded ``Generator`` drawing arrays of this backend."""
-        return Generator(self, seed)
-
     def device_rng(self, seed: int):
         """This library's own generator for per-iteration draws (``Generator.uniform``); NumPy's by default."""
         import numpy as np
@@ -202,6 +199,16 @@ class Backend:
         words = seed_sequence(seed).generate_state(1)
         return {"key": self.xp.asarray(int(words[0]), dtype=self.xp.int64, device=self.device),
                 "counter": self.xp.zeros((), dtype=self.xp.int64, device=self.device)}
+
+    def rng_state_to_host(self, state):
+        """The carried random ``state`` as NumPy arrays (for a checkpoint)."""
+        from .registry import to_numpy
+
+        return {key: to_numpy(value) for key, value in state.items()}
+
+    def rng_state_from_host(self, host):
+        """The carried random state that ``rng_state_to_host`` gave ``host`` for, on this device."""
+        return {key: self.asarray(value) for key, value in host.items()}
 
     def uniform(self, state, shape, dtype):
         """Draw U[0, 1) from the carried ``state``; return ``(values, next_state)``.
@@ -220,27 +227,20 @@ class Backend:
 
     # Fast paths.
 
-    def optimizer(self, rule, config=None):
-        """An ``anynet.optimizers.Optimizer`` of ``rule``: how this backend updates parameters fastest.
+    def update_layout(self) -> str:
+        """How an elementwise update rule of several passes updates a model's parameters fastest here.
 
-        The rules of ``anynet.optim`` are elementwise, so a parameter's update
-        can be cut up or glued to others' and the numbers stay those of one
-        call per parameter. On a GPU all parameters are updated in one call
-        (``FlatOptimizer``); where ``block_map`` gives threads, large ones in
-        row blocks on them (``BlockOptimizer``). Not for plain sgd: its two
-        passes cost less than the concatenation on a GPU (H100, CuPy) and gain
-        nothing from threads on a CPU. Rules of your own: one call each.
+        ``"each"``: one rule call per parameter. ``"flat"``: one call on the
+        concatenation of all parameters (on a GPU, where every array
+        operation costs a launch of fixed host time, and a rule such as Adam
+        makes about ten per parameter). ``"blocks"``: large parameters in row
+        blocks on CPU threads (``block_map``). The numbers are the same
+        every way: the rules are elementwise. ``anynet.training.optimizer``
+        asks once, when it lays out a model's optimizer state.
         """
-        from .. import optim
-        from ..optimizers import BlockOptimizer, FlatOptimizer, Optimizer
-
-        several_passes = rule in optim.UPDATE_RULES.values() and rule is not optim.sgd
-        if several_passes and self.on_gpu:
-            return FlatOptimizer(rule, config)
-        map = self.block_map() if several_passes else None
-        if map is not None:
-            return BlockOptimizer(rule, config, map, self.threads)
-        return Optimizer(rule, config)
+        if self.on_gpu:
+            return "flat"
+        return "blocks" if self.block_map() is not None else "each"
 
     def block_map(self):
         """A ``map(f, items) -> list`` on CPU threads where updating row blocks on them pays, else None."""
@@ -266,6 +266,21 @@ class Backend:
         """How many compilations this process has made (None where this library does not tell)."""
         return None
 
+    # Layers the library computes faster than anynet's standard-only code (``anynet.nn`` asks through
+    # ``registry.fast_path``). None: the standard path. Subclasses give functions of arrays alone (no device), so
+    # that a layer finds them from its inputs, traced or not:
+    #   conv2d_forward(x, w, b, stride, pad) -> (out, ctx); conv2d_backward(dout, ctx) -> (dx, dw, db)
+    #   max_pool2d_forward(x, HH, WW, stride) -> (out, ctx); max_pool2d_backward(dout, ctx) -> dx
+    conv2d_forward = None
+    conv2d_backward = None
+    max_pool2d_forward = None
+    max_pool2d_backward = None
+
+    @staticmethod
+    def bfloat16_of(xp):
+        """The library's bfloat16 dtype (outside the standard: a capability), or None where it has none."""
+        return None
+
 
 class OnBackend:
     """Something that computes on ``self.backend`` (a ``Backend``): its namespace and device are the backend's."""
@@ -279,50 +294,3 @@ class OnBackend:
     def device(self):
         """The device arrays live on."""
         return self.backend.device
-
-
-class Generator(OnBackend):
-    """A seeded random generator producing arrays of one backend on one device.
-
-    Weights and permutations are drawn on the host with NumPy and moved once, so
-    the same seed gives the same initial weights and the same minibatch order on
-    every backend. Per-iteration randomness (``uniform``) is drawn on the device
-    by the backend's own generator, so the hot loop never crosses to the host.
-    """
-
-    def __init__(self, backend: Backend, seed=None):
-        import numpy as np
-
-        self._np = np
-        self.backend = backend
-        self.seed = seed
-        host_seq, device_seq = seed_sequence(seed).spawn(2)
-        self._host = np.random.default_rng(host_seq)
-        self._device_seed = int(device_seq.generate_state(1, np.uint64)[0] >> 1)
-        self._device_rng = None
-
-    def _put(self, host: np.ndarray):
-        return self.backend.asarray(host)
-
-    def normal(self, shape, scale=1.0, dtype="float32"):
-        """Draw from N(0, scale**2), drawn on the host in float64 then cast."""
-        x = self._host.standard_normal(shape) * scale
-        return self._put(x.astype(dtype_name(dtype)))
-
-    def integers(self, high, shape):
-        """Draw int64 integers uniformly from [0, high)."""
-        return self._put(self._host.integers(0, high, size=shape, dtype=self._np.int64))
-
-    def permutation(self, n):
-        """Return a random permutation of ``range(n)`` as an int64 array."""
-        return self._put(self._host.permutation(n).astype(self._np.int64))
-
-    def sample(self, n, k):
-        """Return ``k`` distinct integers from ``range(n)`` in random order, as an int64 array."""
-        return self._put(self._host.choice(n, k, replace=False).astype(self._np.int64))
-
-    def uniform(self, shape, dtype="float32"):
-        """Draw from U[0, 1) on the device, without a host round trip."""
-        if self._device_rng is None:  # created on first use: CuPy's takes milliseconds to set up
-            self._device_rng = self.backend.device_rng(self._device_seed)
-        return self.backend.device_uniform(self._device_rng, tuple(shape), dtype_name(dtype))

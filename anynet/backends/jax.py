@@ -1,17 +1,21 @@
 """JAX: immutable arrays on the CPU or a GPU; training steps compiled by ``jax.jit``.
 
-JAX computes in 32 bits unless its 64-bit mode is on; a model that asks for
-float64 turns it on (``dtype``), so float64 means float64. Random numbers
+JAX computes in 32 bits unless its 64-bit mode is on, and then casts float64
+data to float32 without a word. Here float64 means float64: a float64 model,
+or float64 data moved to a JAX device, turns the mode on (``enable_float64``),
+with a warning the first time, since the mode is process-wide. Random numbers
 come from keys carried as state, as JAX's own generator wants.
 """
 
 from __future__ import annotations
 
 import importlib
+import warnings
 
 import numpy as np
 
-from .base import Backend, dtype_name
+from .base import Backend, dtype_name, seed_sequence
+from .tracing import compiled_call
 
 _traces = 0  # compiled steps traced (so compiled) in this process
 
@@ -56,9 +60,26 @@ class JaxBackend(Backend):
 
     def dtype(self, dtype):
         name = dtype_name(dtype)
-        if name == "float64" and not self.jax.config.jax_enable_x64:
-            self.jax.config.update("jax_enable_x64", True)
+        if name == "float64":
+            self.enable_float64()
         return getattr(self.xp, name)
+
+    def enable_float64(self):
+        """Turn on JAX's 64-bit mode, which float64 needs, warning once: it is a setting of the whole process.
+
+        Without it JAX silently computes float64 data in float32 (the course's
+        float64 gradient checks then fail by 1e-2). An error would make every
+        float64 check on JAX need a line of JAX configuration first; the mode
+        changes only what arrays made without a dtype default to.
+        """
+        if self.jax.config.jax_enable_x64:
+            return
+        self.jax.config.update("jax_enable_x64", True)
+        warnings.warn(
+            "anynet turned on JAX's 64-bit mode (jax_enable_x64) for float64 arrays; for the rest of this process "
+            "JAX arrays made without a dtype default to 64 bits (set JAX_ENABLE_X64=1 to start that way)",
+            UserWarning, stacklevel=3,
+        )
 
     def owns(self, x):
         return isinstance(x, self.jax.Array) and not isinstance(x, self.jax.core.Tracer) and x.devices() == {
@@ -66,7 +87,10 @@ class JaxBackend(Backend):
         }
 
     def asarray(self, host, dtype=None):
-        return self.jax.device_put(np.asarray(host, dtype=dtype), self.device)
+        host = np.asarray(host, dtype=dtype)
+        if host.dtype == np.float64:
+            self.enable_float64()
+        return self.jax.device_put(host, self.device)
 
     def to_numpy(self, x):
         return np.asarray(x)
@@ -83,10 +107,15 @@ class JaxBackend(Backend):
         return self.jax.random.uniform(key, shape, dtype=self.dtype(dtype))
 
     def rng_state(self, seed):
-        from .base import seed_sequence
-
         key = self.jax.random.key(int(seed_sequence(seed).generate_state(1)[0]))
         return {"key": self.jax.device_put(key, self.device)}
+
+    def rng_state_to_host(self, state):
+        # A typed key array has no NumPy dtype: its data does.
+        return {"key": np.asarray(self.jax.random.key_data(state["key"]))}
+
+    def rng_state_from_host(self, host):
+        return {"key": self.jax.device_put(self.jax.random.wrap_key_data(np.asarray(host["key"])), self.device)}
 
     def uniform(self, state, shape, dtype):
         key, sub = self.jax.random.split(state["key"])
@@ -94,8 +123,6 @@ class JaxBackend(Backend):
 
     def compile(self, step, donate=()):
         """``jax.jit`` of the step, its donated arguments' buffers reused for the results."""
-        from . import compiled_call
-
         def traced(*args):
             global _traces
             _traces += 1  # runs only while JAX traces, that is once per compilation
@@ -105,3 +132,46 @@ class JaxBackend(Backend):
 
     def compile_count(self):
         return _traces
+
+
+# Fast paths of layers (see ``Backend.conv2d_forward``): XLA's convolution and window reduction; the backward
+# passes are their vector-Jacobian products, which jax.vjp derives and XLA fuses.
+
+
+def _conv(x, w, stride, pad):
+    import jax
+
+    return jax.lax.conv_general_dilated(x, w, (stride, stride), [(pad, pad), (pad, pad)],
+                                        dimension_numbers=("NCHW", "OIHW", "NCHW"))
+
+
+def _conv2d_forward(x, w, b, stride, pad):
+    import jax
+
+    out, vjp = jax.vjp(lambda x, w: _conv(x, w, stride, pad), x, w)
+    return out + b[None, :, None, None], vjp
+
+
+def _conv2d_backward(dout, vjp):
+    dx, dw = vjp(dout)
+    return dx, dw, dout.sum(axis=(0, 2, 3))
+
+
+def _max_pool2d_forward(x, HH, WW, stride):
+    import jax
+
+    def pool(x):
+        return jax.lax.reduce_window(x, -np.inf, jax.lax.max, (1, 1, HH, WW), (1, 1, stride, stride), "VALID")
+
+    return jax.vjp(pool, x)
+
+
+def _max_pool2d_backward(dout, vjp):
+    return vjp(dout)[0]
+
+
+JaxBackend.bfloat16_of = staticmethod(lambda xp: xp.bfloat16)
+JaxBackend.conv2d_forward = staticmethod(_conv2d_forward)
+JaxBackend.conv2d_backward = staticmethod(_conv2d_backward)
+JaxBackend.max_pool2d_forward = staticmethod(_max_pool2d_forward)
+JaxBackend.max_pool2d_backward = staticmethod(_max_pool2d_backward)

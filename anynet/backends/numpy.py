@@ -1,22 +1,30 @@
-"""NumPy: the CPU backend, with the process settings and the threaded updates that pay on it.
+"""NumPy: the CPU backend, and the threads that its updates in row blocks run on.
 
 NumPy runs each array operation on one core. The elementwise update rules can
-be split into row blocks on threads (``anynet.blocks``), which pays only when
-OpenBLAS's idle threads leave the cores free (``blas_idles_briefly``), and
-NumPy's multi-megabyte temporaries are cheaper when glibc keeps freed memory
-(``keep_freed_memory``). Both are process-wide, so anynet's own commands make
-them explicitly (``prepare_process``, ``keep_freed_memory``); a library never does on its own.
+be split into row blocks on threads (``anynet.training.layouts``), which pays
+only when OpenBLAS's idle threads leave the cores free
+(``blas_idles_briefly``). Whether they do is decided when NumPy loads, by the
+environment; setting it is the application's business
+(``anynet.app.process.prepare_process``), never a library's.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 
-from .base import Backend
+from .base import _MASK, _MULT, Backend
 
 # OpenBLAS reads this when NumPy loads; its value now is the best guess of what it read (see blas_idles_briefly).
 _OPENBLAS_THREAD_TIMEOUT = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
+
+
+def read_blas_environment() -> None:
+    """Take ``$OPENBLAS_THREAD_TIMEOUT`` again as what OpenBLAS will read; only before NumPy loads."""
+    global _OPENBLAS_THREAD_TIMEOUT
+    if "numpy" not in sys.modules:
+        _OPENBLAS_THREAD_TIMEOUT = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
 
 _threads: int | None = None  # set_threads(n); None: one per CPU this process may run on
 _pool = None  # (threads, ThreadPoolExecutor) behind map_on_threads
@@ -48,6 +56,22 @@ class NumpyBackend(Backend):
 
         return np.asarray(host, dtype=dtype)
 
+    def uniform(self, state, shape, dtype):
+        """``Backend.uniform``'s very bits, computed in place in uint32, whose products wrap modulo 2**32 as the
+        generic hash's masked int64 products do: a fraction of the memory traffic and no temporaries."""
+        import numpy as np
+
+        n = math.prod(shape)
+        x = np.arange(n, dtype=np.uint32)
+        x += np.uint32(int(state["counter"]) & _MASK)
+        _mix_in_place(x)
+        x ^= np.uint32(int(state["key"]))
+        _mix_in_place(x)
+        x >>= 8
+        values = x.astype(dtype)
+        values *= 2.0**-24
+        return values.reshape(shape), {"key": state["key"], "counter": state["counter"] + n}
+
     def block_map(self):
         """A ``map(f, items) -> list`` over ``threads()`` threads, or None where threads cannot pay."""
         if threads() < 2 or not blas_idles_briefly():
@@ -56,25 +80,6 @@ class NumpyBackend(Backend):
 
     def threads(self):
         return threads()
-
-
-def prepare_process(updates_in_blocks: bool) -> None:
-    """Set up a process that will (or will not) update parameters in row blocks; call before NumPy loads.
-
-    OpenBLAS keeps its idle threads spinning for about 0.1 s after each
-    matrix product, on the very cores the update threads need
-    (``BlockOptimizer``, for every rule but plain SGD): told
-    ``OPENBLAS_THREAD_TIMEOUT=4`` before it loads, they sleep at once. That
-    costs plain SGD on small nets about 4 % (threads woken for every product),
-    so it is set only when ``updates_in_blocks``. A value the user set is
-    kept; once NumPy is loaded this changes nothing. Process-wide: anynet's
-    commands call it first thing (``anynet.cli.main``); a library never does.
-    This module loads NumPy only when it needs it, so it can be imported first.
-    """
-    global _OPENBLAS_THREAD_TIMEOUT
-    if updates_in_blocks and "numpy" not in sys.modules:
-        os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-        _OPENBLAS_THREAD_TIMEOUT = os.environ["OPENBLAS_THREAD_TIMEOUT"]
 
 
 def set_threads(n: int | None) -> None:
@@ -86,27 +91,6 @@ def set_threads(n: int | None) -> None:
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ValueError(f"n must be a positive integer or None; got {n!r}")
     _threads = n
-
-
-def limit_threads(n: int) -> str:
-    """Limit every thread pool of this process to ``n`` threads: anynet's own, NumPy's BLAS and PyTorch's.
-
-    PyTorch is limited only if it is loaded. Returns how BLAS was limited:
-    through threadpoolctl, or (without it) only by the environment NumPy
-    loaded with (``OPENBLAS_NUM_THREADS`` and the like).
-    """
-    set_threads(n)
-    how = "environment (set before NumPy was imported)"
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        pass
-    else:
-        threadpool_limits(n)
-        how = "threadpoolctl"
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(n)
-    return how
 
 
 def threads() -> int:
@@ -169,22 +153,13 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
-def keep_freed_memory() -> bool:
-    """Ask glibc to keep freed blocks for reuse instead of returning them to the OS.
+def _mix_in_place(x):
+    """The generic hash's round (``base._mix``) on a uint32 array, in place."""
+    import numpy as np
 
-    NumPy's multi-megabyte temporaries (a step's activations, Adam's passes over
-    a weight matrix) otherwise come back as fresh pages that fault in,
-    zero-filled, at every training step: the FullyConnectedNet [512, 256] with
-    Adam trains about 10 % faster on a CPU with it, for about 6 % more peak
-    memory. Process-wide, so a library never calls it on its own: ``anynet
-    train`` does, and ``anynet bench`` for every contestant (unless ``--default-malloc``).
-    Returns whether the setting took (False off glibc).
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 1 << 28) and libc.mallopt(m_trim_threshold, 1 << 30))
-    except (OSError, AttributeError):
-        return False
+    shifted = x >> 16
+    for _ in range(2):
+        x ^= shifted
+        x *= _MULT
+        shifted = np.right_shift(x, 16, out=shifted)
+    x ^= shifted

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import types
 
 from .base import Backend
+from .tracing import compiled_call, tracing
+
+# Spreads the generator keys of consecutive counters apart (2**64 / the golden ratio, odd).
+_GOLDEN = 0x9E3779B97F4A7C15
 
 
 class TorchBackend(Backend):
@@ -63,10 +68,22 @@ class TorchBackend(Backend):
     def device_uniform(self, rng, shape, dtype):
         return self.torch.rand(shape, generator=rng, device=self.device, dtype=getattr(self.torch, dtype))
 
+    def uniform(self, state, shape, dtype):
+        """Eagerly on a CPU, PyTorch's own generator seeded from the carried state (its integer operations,
+        which the counter-based hash is made of, run many times slower there than ``torch.rand``); traced by
+        ``torch.compile`` (one fused kernel) or on a GPU (no host read of the state), ``Backend.uniform``'s hash.
+        The state advances the same way either way."""
+        if tracing() or self.on_gpu:
+            return super().uniform(state, shape, dtype)
+        n = math.prod(shape)
+        seed = (int(state["key"]) * _GOLDEN + int(state["counter"])) % 2**63
+        rng = self.torch.Generator(device=self.device)
+        rng.manual_seed(seed)
+        values = self.torch.rand(tuple(shape), generator=rng, device=self.device, dtype=dtype)
+        return values, {"key": state["key"], "counter": state["counter"] + n}
+
     def compile(self, step, donate=()):
         """``torch.compile`` of the whole step as one graph (a graph break is an error, not a silent split)."""
-        from . import compiled_call
-
         # On a GPU, CUDA graphs ("reduce-overhead") replay the step's launches as one; the GPU check compares
         # it with plain compilation through $ANYNET_TORCH_COMPILE_MODE (benchmarks/RESULTS.md).
         mode = os.environ.get("ANYNET_TORCH_COMPILE_MODE") or ("reduce-overhead" if self.on_gpu else None)
@@ -106,3 +123,45 @@ def _own_code(fn):
     copy = types.FunctionType(func.__code__.replace(), func.__globals__, func.__name__, func.__defaults__,
                               func.__closure__)
     return types.MethodType(copy, fn.__self__) if hasattr(fn, "__self__") else copy
+
+
+# Fast paths of layers (see ``Backend.conv2d_forward``): PyTorch's own convolution and pooling kernels, forward and
+# backward, as ATen operators, which torch.compile traces.
+
+
+def _conv2d_forward(x, w, b, stride, pad):
+    import torch
+
+    out = torch.nn.functional.conv2d(x, w, b, stride=stride, padding=pad)
+    return out, (x, w, stride, pad)
+
+
+def _conv2d_backward(dout, ctx):
+    import torch
+
+    x, w, stride, pad = ctx
+    dx, dw, db = torch.ops.aten.convolution_backward(
+        dout, x, w, [w.shape[0]], [stride, stride], [pad, pad], [1, 1], False, [0, 0], 1, [True, True, True])
+    return dx, dw, db
+
+
+def _max_pool2d_forward(x, HH, WW, stride):
+    import torch
+
+    out, indices = torch.ops.aten.max_pool2d_with_indices(x, [HH, WW], [stride, stride])
+    return out, (x, indices, HH, WW, stride)
+
+
+def _max_pool2d_backward(dout, ctx):
+    import torch
+
+    x, indices, HH, WW, stride = ctx
+    return torch.ops.aten.max_pool2d_with_indices_backward(dout, x, [HH, WW], [stride, stride], [0, 0], [1, 1],
+                                                           False, indices)
+
+
+TorchBackend.bfloat16_of = staticmethod(lambda xp: xp.bfloat16)
+TorchBackend.conv2d_forward = staticmethod(_conv2d_forward)
+TorchBackend.conv2d_backward = staticmethod(_conv2d_backward)
+TorchBackend.max_pool2d_forward = staticmethod(_max_pool2d_forward)
+TorchBackend.max_pool2d_backward = staticmethod(_max_pool2d_backward)

@@ -1,0 +1,59 @@
+"""Data augmentation inside a training step: each image its own random crop and horizontal flip.
+
+As torchvision's ``RandomCrop(size, padding=pad)`` and ``RandomHorizontalFlip()``
+do it: every image is shifted by its own offset in each direction, uniform in
+``[-pad, pad]``, the zeros of the padding coming in at the border, and mirrored
+left to right with probability 1/2. The draws come from the generator a step
+carries (``rng.uniform``), on the device.
+
+Standard-only and free of in-place writes and gathers: a shift (and a
+mirror) of each image is a product with 0/1 selection matrices, one for the
+rows and one for the columns of each image, so that compilers trace it and
+every library runs it. A product with 0/1 weights copies values exactly.
+"""
+
+from __future__ import annotations
+
+from ..backends import namespace
+from .layers import _device
+
+__all__ = ["random_crop_flip"]
+
+
+def random_crop_flip(x, rng, pad=4, flip=True):
+    """Images ``x`` (N, C, H, W), each shifted by its own random offset in ``[-pad, pad]`` (rows and columns) and,
+    with ``flip``, mirrored left to right with probability 1/2.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W)
+    rng : object with ``uniform(shape, dtype)``
+        Three draws per image are taken from it (a step's carried generator).
+    pad : int
+        The largest shift, as the padding of a crop of the original size.
+    flip : bool
+
+    Returns
+    -------
+    array, shape (N, C, H, W), a new array.
+    """
+    xp = namespace(x)
+    if x.ndim != 4:
+        raise ValueError(f"x must have 4 dimensions (N, C, H, W); got shape {tuple(x.shape)}")
+    N, C, H, W = x.shape
+    dev = _device(x)
+    u = rng.uniform((3, N), dtype="float64" if x.dtype == xp.float64 else "float32")
+    span = 2 * pad + 1
+    dy = xp.astype(xp.floor(u[0, :] * span), xp.int32) - pad
+    dx = xp.astype(xp.floor(u[1, :] * span), xp.int32) - pad
+    rows = xp.arange(H, dtype=xp.int32, device=dev)
+    cols = xp.arange(W, dtype=xp.int32, device=dev)
+    # Row i of image n comes from row i + dy[n]: rows past the border select nothing (the padding's zeros).
+    R = xp.astype(rows[None, None, :] == rows[None, :, None] + dy[:, None, None], x.dtype)  # (N, H, H)
+    source = cols[None, :] + xp.zeros((N, 1), dtype=xp.int32, device=dev)
+    if flip:
+        mirrored = u[2, :] < 0.5
+        source = xp.where(mirrored[:, None], (W - 1) - source, source)
+    S = xp.astype(cols[None, None, :] == source[:, :, None] + dx[:, None, None], x.dtype)  # (N, W, W)
+    shifted = R[:, None, :, :] @ x  # (N, C, H, W)
+    return shifted @ xp.permute_dims(S, (0, 2, 1))[:, None, :, :]

@@ -1,0 +1,492 @@
+"""The Solver: minibatch gradient descent on any model with ``loss(X, y) -> (loss, grads)``, the CS231n way.
+
+Every step is ``anynet.training.step.train_step``, one pure function of the
+state the Solver carries (parameters, optimizer state, running statistics,
+random state), compiled by the backend where it can and run as it is
+elsewhere: there is one training path.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import time
+
+from .. import backends
+from ..backends import Generator
+from ..nn import checks
+from . import compiled
+from .checkpoint import restore_solver, save_solver
+from .configs import ConfigsView
+from .data import move_data
+from .optimizer import Optimizer, is_builtin, resolve_rule
+from .step import CourseModel, Statics, correct_count, train_step
+
+_DEFAULTS = {
+    "update_rule": "sgd",
+    "optim_config": None,
+    "lr_decay": 1.0,
+    "batch_size": 100,
+    "num_epochs": 10,
+    "num_iterations": None,
+    "num_train_samples": 1000,
+    "num_val_samples": None,
+    "checkpoint_name": None,
+    "print_every": 10,
+    "verbose": True,
+    "seed": None,
+    "callback": None,
+    "compile": "auto",
+    "augment": None,
+    "lr_schedule": None,
+    "warmup_iterations": 0,
+    "flip_test": False,
+}
+SCHEDULES = ("linear", "cosine")
+
+
+class Solver:
+    """Train a model by minibatch gradient descent, the CS231n way.
+
+    Parameters
+    ----------
+    model : object
+        Has ``params`` (a dict of arrays), ``loss(X, y) -> (loss, grads)``,
+        ``xp`` and ``device``: the course's interface. The models of
+        ``anynet.models`` also give a pure ``spec()``, which lets steps compile.
+    data : dict
+        ``X_train, y_train, X_val, y_val``: NumPy arrays or arrays of the
+        model's backend. They move to the model's device once, here.
+    update_rule : str or callable
+        A name in ``anynet.optim.UPDATE_RULES`` or a function ``rule(w, dw, config)``
+        (called once per parameter, eagerly).
+    optim_config : dict
+        Hyperparameters given to the update rule (each parameter gets its own copy).
+    lr_decay : float
+        Every learning rate is multiplied by this at each epoch end.
+    batch_size : int
+    num_epochs : int
+        Ignored when ``num_iterations`` is given.
+    num_iterations : int, optional
+        Total minibatch steps, instead of ``num_epochs``.
+    num_train_samples : int or None
+        Training images used to measure training accuracy (None: all).
+    num_val_samples : int or None
+        Validation images used to measure validation accuracy (None: all).
+    checkpoint_name : str or path, optional
+        At every epoch end the whole training state is written, atomically, to
+        ``{checkpoint_name}.npz``; ``load_checkpoint`` resumes from it.
+    print_every : int
+        Print the loss every this many iterations (when ``verbose``).
+    verbose : bool
+    seed : int, optional
+        Seeds minibatch order, accuracy subsamples and dropout masks (from
+        the random state each step carries: ``Backend.uniform``); one is
+        drawn (and saved in checkpoints) when not given.
+    callback : callable, optional
+        Called as ``callback(solver, event)`` after each iteration
+        (``event == "iteration"``) and after each epoch's bookkeeping
+        (``event == "epoch"``).
+    compile : "auto", True or False
+        Every step is one pure function of its state (``anynet.training.step``);
+        compiled, it runs (with the accuracy checks) as one compiled
+        function: ``jax.jit`` on jax, ``torch.compile`` on torch. ``"auto"`` compiles where it measured faster
+        (``Backend.compile_pays``); True raises ``ValueError`` where the
+        backend, the model or the update rule cannot be compiled (a rule of
+        your own, say). A run compiles once per model and batch shape. On
+        jax the compiled step reuses the buffers of the parameters it is
+        given: an array taken from ``model.params`` before a step is deleted
+        by it (copy it to keep it).
+
+    augment : None, True or dict
+        Random crops and flips of the training images inside each step
+        (``anynet.nn.augment``), each image its own: True is ``{"pad": 4,
+        "flip": True}``, torchvision's ``RandomCrop(32, padding=4)`` and
+        ``RandomHorizontalFlip()``.
+    lr_schedule : None, "linear" or "cosine"
+        Scale every learning rate at each step, from 1 down to 0 at the last
+        iteration, on top of ``lr_decay``'s per-epoch decay.
+    warmup_iterations : int
+        Raise the learning rates linearly from 1/warmup_iterations to 1 over
+        the first steps (with or without ``lr_schedule``).
+    flip_test : bool
+        Measure accuracy on the average of each image's scores and its
+        mirror image's.
+
+    Attributes
+    ----------
+    loss_history : list of float
+        One loss per iteration, filled at each epoch end (and when printing),
+        so training never waits on the device mid-epoch.
+    train_acc_history, val_acc_history : list of float
+        Measured at the first iteration, every epoch end and the last iteration.
+    best_val_acc : float
+    metadata : dict
+        JSON-serializable facts saved with every checkpoint (the command's flags, say).
+    best_params : dict
+        Copies of the parameters that gave ``best_val_acc``; put into the model
+        when ``train`` ends.
+    optim_configs : mapping
+        One update-rule config per parameter, in the course's form: a view
+        that reads and writes the optimizer's state (``anynet.training.configs``).
+    compiled : bool
+        Whether steps run compiled (see ``compile``).
+    compile_seconds : float
+        Wall time spent compiling (the first calls of each compiled function), apart from training.
+    """
+
+    def __init__(self, model, data, **kwargs):
+        unknown = sorted(set(kwargs) - set(_DEFAULTS))
+        if unknown:
+            raise ValueError(
+                f"unknown Solver argument(s) {', '.join(unknown)}; expected some of {', '.join(_DEFAULTS)}"
+            )
+        opts = {**_DEFAULTS, **kwargs}
+        for attr in ("params", "loss", "xp", "device"):
+            if not hasattr(model, attr):
+                raise TypeError(f"model must have a {attr!r} attribute; got {type(model).__name__}")
+        self.model = model
+        self.backend = _backend_of(model)
+        self.update_rule = resolve_rule(opts["update_rule"])
+        if not isinstance(opts["optim_config"], (dict, type(None))):
+            raise TypeError(f"optim_config must be a dict or None; got {type(opts['optim_config']).__name__}")
+        self.optim_config = dict(opts["optim_config"] or {})
+        self._set_options(opts)
+        self.metadata = {}
+        self.compiled = self._wants_compile(opts["compile"])
+        self.compile_seconds = 0.0
+        # Decoupled weight decay, like the course's reg, applies to the weights only (not to biases, gammas or
+        # betas) where the model says which parameters are weights.
+        weights = getattr(model, "weight_names", None) if is_builtin(self.update_rule) else None
+        no_decay = {} if weights is None else {p: {"weight_decay": 0.0} for p in model.params if p not in weights}
+        self.optimizer = Optimizer(self.update_rule, self.optim_config, no_decay, backend=self.backend)
+        self.X_train, self.y_train, self.X_val, self.y_val = move_data(model, self.backend, data)
+        N = self.X_train.shape[0]
+        if self.batch_size > N:
+            raise ValueError(f"batch_size ({self.batch_size}) is larger than the training set ({N} images)")
+        self.iterations_per_epoch = max(N // self.batch_size, 1)
+        if self.num_iterations is None:
+            self.num_iterations = self.num_epochs * self.iterations_per_epoch
+        self._reset()
+
+    def _set_options(self, opts):
+        """Check and keep the numeric and callable options."""
+        self.lr_decay = checks.real("lr_decay", opts["lr_decay"], 0, 1, low_open=True, high_open=False)
+        self.batch_size = checks.integer("batch_size", opts["batch_size"])
+        self.num_epochs = checks.integer("num_epochs", opts["num_epochs"])
+        self.num_iterations = checks.integer("num_iterations", opts["num_iterations"], optional=True)
+        self.num_train_samples = checks.integer("num_train_samples", opts["num_train_samples"], optional=True)
+        self.num_val_samples = checks.integer("num_val_samples", opts["num_val_samples"], optional=True)
+        self.checkpoint_name = opts["checkpoint_name"]
+        if self.checkpoint_name is not None and not isinstance(self.checkpoint_name, (str, os.PathLike)):
+            raise TypeError(f"checkpoint_name must be a path or None; got {self.checkpoint_name!r}")
+        self.print_every = checks.integer("print_every", opts["print_every"])
+        self.verbose = bool(opts["verbose"])
+        seed = checks.seed(opts["seed"])
+        self.seed = secrets.randbits(32) if seed is None else seed
+        self.callback = opts["callback"]
+        if self.callback is not None and not callable(self.callback):
+            raise TypeError(f"callback must be callable(solver, event) or None; got {self.callback!r}")
+        self.augment = _augment(opts["augment"])
+        self.lr_schedule = opts["lr_schedule"]
+        if self.lr_schedule not in (None, *SCHEDULES):
+            raise ValueError(f"lr_schedule must be None or one of {', '.join(SCHEDULES)}; got {self.lr_schedule!r}")
+        self.warmup_iterations = checks.integer("warmup_iterations", opts["warmup_iterations"], low=0)
+        if not isinstance(opts["flip_test"], bool):
+            raise TypeError(f"flip_test must be True or False; got {opts['flip_test']!r}")
+        self.flip_test = opts["flip_test"]
+
+    def _wants_compile(self, compile):
+        """Whether to compile the step: ``compile`` checked against what the backend, model and rule allow."""
+        if compile not in ("auto", True, False):
+            raise ValueError(f'compile must be "auto", True or False; got {compile!r}')
+        why = None
+        if not self.backend.can_compile:
+            why = f"the {self.backend} backend runs steps eagerly"
+        elif not hasattr(self.model, "spec"):
+            why = f"{type(self.model).__name__} has no pure spec() (only the course's loss)"
+        elif not is_builtin(self.update_rule):
+            why = "only the update rules of anynet.optim are compiled"
+        if compile is True and why is not None:
+            raise ValueError(f"compile=True cannot be honoured: {why}")
+        if why is not None or compile is False:
+            return False
+        return compile is True or self.backend.compile_pays()
+
+    def _reset(self):
+        """Set up the bookkeeping of a fresh run."""
+        self.epoch = 0
+        self.t = 0
+        self.best_val_acc = 0.0
+        self.best_params = {}
+        self.best_bn_stats = []
+        self.loss_history = []
+        self.train_acc_history = []
+        self.val_acc_history = []
+        self._pending_losses = []
+        self.last_loss = None
+        try:
+            self._optim_state = self.optimizer.init(self._params())
+        except (TypeError, ValueError) as exc:
+            name = getattr(self.update_rule, "__name__", repr(self.update_rule))
+            raise type(exc)(f"optim_config of update rule {name!r}: {exc}") from None
+        self._drawn = None  # (seed, epoch) of the minibatch order and random state in hand
+        self._rng_state = None
+        self._count = None  # the step count the learning-rate schedule reads, on the device
+
+    # The optimizer's state, in the course's form.
+
+    @property
+    def optim_configs(self):
+        """Dict of one update-rule config per parameter: hyperparameters and state (velocity, Adam's m, v)."""
+        return ConfigsView(self)
+
+    @optim_configs.setter
+    def optim_configs(self, configs):
+        self._optim_state = self.optimizer.init_from_configs({p: dict(c) for p, c in configs.items()},
+                                                             self._params())
+
+    # One step.
+
+    def _params(self):
+        """The model's parameters on its device, in its dtype (arrays assigned by hand are moved there)."""
+        to_device, dtype = self.backend.to_device, getattr(self.model, "_dtype", None)
+        return {name: to_device(w, dtype) for name, w in self.model.params.items()}
+
+    def _statics(self):
+        """The step's constants as they are now: the model's spec, the optimizer's plan, the schedule."""
+        spec = self.model.spec() if hasattr(self.model, "spec") else CourseModel(self.model)
+        schedule = None
+        if self.lr_schedule is not None or self.warmup_iterations:
+            schedule = (self.lr_schedule or "constant", self.warmup_iterations, self.num_iterations)
+        return Statics(spec, self.optimizer.plan, self.backend, self.optimizer.single_rate(), self.augment, schedule,
+                       self.flip_test, backends.fast_paths())
+
+    def _functions(self, statics):
+        """``(step, count)`` of ``statics``: compiled (once per model, statics and shapes) or as they are."""
+        if not self.compiled:
+            return (lambda *args: train_step(statics, *args)), (lambda *args: correct_count(statics, *args))
+        shapes = (tuple((p, tuple(w.shape), str(w.dtype)) for p, w in self.model.params.items()),
+                  tuple(self.X_train.shape), self.batch_size)
+        return compiled.functions(self.model, statics, shapes)
+
+    def _timed(self, fn, *args):
+        """``fn(*args)``; the time of a call that compiled counts as compile time, apart from training."""
+        if not self.compiled:
+            return fn(*args)
+        start = time.perf_counter()  # before the count: the first asks loads the compiler (torch._dynamo: ~1 s)
+        count = self.backend.compile_count()
+        out = fn(*args)
+        if self.backend.compile_count() != count:
+            self.backend.synchronize()  # once per compilation, never in the steady loop
+            self.compile_seconds += time.perf_counter() - start
+        return out
+
+    def _step(self):
+        """One minibatch update; never waits on the device."""
+        k = self.t % self.iterations_per_epoch
+        batch = slice(k * self.batch_size, (k + 1) * self.batch_size)
+        idx, y = self._order[batch], self._y_order[batch]
+        model = self.model
+        bn_state = model.bn_state() if hasattr(model, "bn_state") else []
+        state = {"params": self._params(), "optim": self._optim_state, "bn": bn_state, "rng": self._rng_state}
+        statics = self._statics()
+        if statics.schedule is not None:
+            if self._count is None:  # the step count on the device, carried from here on (never read back)
+                self._count = self.backend.xp.asarray(float(self.t), device=self.backend.device)
+            state["t"] = self._count
+        step = self._functions(statics)[0]
+        state, loss = self._timed(step, state, self.X_train, y, idx)
+        model.params.update(state["params"])
+        if bn_state:
+            model.set_bn_state(state["bn"])
+        self._optim_state, self._rng_state, self._count = state["optim"], state["rng"], state.get("t")
+        self.last_loss = loss
+        self._pending_losses.append(loss)
+
+    def _start_epoch(self, epoch):
+        """Draw this epoch's minibatch order and random state from (seed, epoch)."""
+        self._order = Generator((self.seed, epoch), self.backend).permutation(self.X_train.shape[0])
+        # The labels are small: put them in this epoch's order once, so that a step slices them (a view) instead
+        # of gathering them (a launch on a GPU). The images would need a second copy of the set.
+        self._y_order = self.backend.take_rows(self.y_train, self._order)
+        self._rng_state = self.backend.rng_state((self.seed, epoch))
+        self._drawn = (self.seed, epoch)
+
+    def _flush_losses(self):
+        """Copy pending losses to the host in one transfer; stop on a non-finite one."""
+        if not self._pending_losses:
+            return
+        xp = self.model.xp
+        values = backends.to_numpy(xp.stack(self._pending_losses)).tolist()
+        start = len(self.loss_history)
+        self._pending_losses = []
+        for i, value in enumerate(values):
+            if not math.isfinite(value):
+                last = next((v for v in reversed(self.loss_history) if math.isfinite(v)), None)
+                raise FloatingPointError(
+                    f"loss became {value} at iteration {start + i + 1}; last finite loss {last}. "
+                    f"Lower the learning rate or the weight scale. {self._where_saved()}"
+                )
+            self.loss_history.append(value)
+
+    def _where_saved(self):
+        """Say where the best parameters and the last checkpoint (written before the fault) are."""
+        where = f"The best parameters so far (val acc {self.best_val_acc:g}) are in solver.best_params"
+        path = None if self.checkpoint_name is None else f"{self.checkpoint_name}.npz"
+        if path is not None and os.path.exists(path):
+            return f"{where}; the last checkpoint, {path}, is intact (resume from it, or load_model it)."
+        return where + "."
+
+    # Accuracy.
+
+    def check_accuracy(self, X, y, num_samples=None, batch_size=100):
+        """Fraction of ``X`` the model labels as ``y``.
+
+        Parameters
+        ----------
+        X, y : arrays
+            Images and integer labels, NumPy or the model's backend.
+        num_samples : int, optional
+            Measure on a random subsample of this many images.
+        batch_size : int
+            Images per forward pass.
+
+        Returns
+        -------
+        float
+        """
+        xp, backend = self.model.xp, self.backend
+        batch_size = checks.integer("batch_size", batch_size)
+        X = backend.to_device(X, getattr(self.model, "_dtype", None))
+        y = backend.to_device(y)
+        N = X.shape[0]
+        if y.ndim != 1 or y.shape[0] != N:
+            raise ValueError(f"y must have shape ({N},) to match X; got {tuple(y.shape)}")
+        if num_samples is not None and num_samples < N:
+            idx = Generator((self.seed, self.epoch, self.t), backend).sample(N, num_samples)
+            X, y, N = backend.take_rows(X, idx), backend.take_rows(y, idx), num_samples
+        count = self._functions(self._statics())[1]
+        params = self._params()
+        bn_state = self.model.bn_state() if hasattr(self.model, "bn_state") else []
+        correct = xp.zeros((), dtype=y.dtype, device=backend.device)
+        for start in range(0, N, batch_size):
+            stop = min(start + batch_size, N)
+            correct = correct + self._timed(count, params, bn_state, X[start:stop, ...], y[start:stop])
+        return int(correct) / N
+
+    def _record_accuracy(self):
+        """Measure train and validation accuracy, keeping the best parameters."""
+        # Chunks as large as a training batch (whose working memory the step already needs): on a GPU each
+        # chunk launches every kernel of the forward pass, so small chunks dominate a large-batch epoch.
+        chunk = max(self.batch_size, 100)
+        train_acc = self.check_accuracy(self.X_train, self.y_train, self.num_train_samples, chunk)
+        val_acc = self.check_accuracy(self.X_val, self.y_val, self.num_val_samples, chunk)
+        self.train_acc_history.append(train_acc)
+        self.val_acc_history.append(val_acc)
+        if self.verbose:
+            print(f"(Epoch {self.epoch} / {self.num_epochs_total}) train acc: {train_acc:f}; val_acc: {val_acc:f}")
+        if val_acc > self.best_val_acc or not self.best_params:
+            xp = self.model.xp
+            self.best_val_acc = val_acc
+            self.best_params = {k: xp.asarray(v, copy=True) for k, v in self.model.params.items()}
+            # Copies: a compiled step may reuse the buffers of the state it is given (jax donates them).
+            self.best_bn_stats = [
+                {k: xp.asarray(v, copy=True) for k, v in bn.items() if k.startswith("running_")}
+                for bn in getattr(self.model, "bn_params", [])
+            ]
+
+    @property
+    def num_epochs_total(self):
+        """Number of epochs this run spans (the last may be partial)."""
+        return math.ceil(self.num_iterations / self.iterations_per_epoch)
+
+    # The loop.
+
+    def train(self):
+        """Run the optimization; at the end the model holds the best parameters."""
+        try:
+            while self.t < self.num_iterations:
+                if self._drawn != (self.seed, self.epoch):
+                    # At each epoch's start, and when resuming from a checkpoint written inside an epoch
+                    # (the order is the epoch's again; the random state starts the epoch over).
+                    self._start_epoch(self.epoch)
+                first = self.t == 0
+                self._step()
+                self.t += 1
+                self._after_step(first)
+        finally:
+            self._flush_pending_quietly()
+        self._restore_best()
+
+    def _after_step(self, first):
+        """The books after a step: printing, the decay and accuracy at epoch ends, checkpoints, the callback."""
+        if self.verbose and (self.t - 1) % self.print_every == 0:
+            self._flush_losses()
+            print(f"(Iteration {self.t} / {self.num_iterations}) loss: {self.loss_history[-1]:f}")
+        epoch_end = self.t % self.iterations_per_epoch == 0
+        if epoch_end:
+            self.epoch += 1
+            if self.lr_decay != 1.0:
+                self._optim_state = self.optimizer.scale_rates(self._optim_state, self.lr_decay)
+        if first or epoch_end or self.t == self.num_iterations:
+            self._flush_losses()
+            self._record_accuracy()
+        if epoch_end and self.checkpoint_name is not None:
+            self.save_checkpoint(f"{self.checkpoint_name}.npz")
+        if self.callback is not None:
+            self.callback(self, "iteration")
+            if epoch_end:
+                self.callback(self, "epoch")
+
+    def _flush_pending_quietly(self):
+        """Keep finite losses of an interrupted run without raising a second error."""
+        try:
+            self._flush_losses()
+        except FloatingPointError:
+            pass
+
+    def _restore_best(self):
+        """Put the best parameters (and their running statistics) into the model."""
+        if self.best_params:
+            # Copies: a compiled step may reuse the buffers of the parameters it is given (jax donates them),
+            # and best_params must outlive a train() called again.
+            xp = self.model.xp
+            self.model.params = {k: xp.asarray(v, copy=True) for k, v in self.best_params.items()}
+            for bn, stats in zip(getattr(self.model, "bn_params", []), self.best_bn_stats, strict=False):
+                bn.update({k: xp.asarray(v, copy=True) for k, v in stats.items()})
+
+    def save_checkpoint(self, path):
+        """Write the whole training state to ``path`` (.npz, atomically)."""
+        self._flush_losses()  # written inside an epoch, the checkpoint still holds every loss so far
+        save_solver(self, path)
+
+    def load_checkpoint(self, path):
+        """Restore the training state saved by ``save_checkpoint``; ``train`` then continues."""
+        restore_solver(self, path)
+
+
+def _augment(augment):
+    """The ``augment`` option as ``(pad, flip)``, or None: True is torchvision's pad 4 and flips."""
+    if augment is None or augment is False:
+        return None
+    if augment is True:
+        return (4, True)
+    if not isinstance(augment, dict) or set(augment) - {"pad", "flip"}:
+        raise TypeError(f'augment must be None, True or a dict with "pad" and "flip"; got {augment!r}')
+    flip = augment.get("flip", True)
+    if not isinstance(flip, bool):
+        raise TypeError(f'augment["flip"] must be True or False; got {flip!r}')
+    return (checks.integer('augment["pad"]', augment.get("pad", 4), low=0), flip)
+
+
+def _backend_of(model):
+    """The backend object a model computes on: its ``backend``, or that of its first parameter."""
+    backend = getattr(model, "backend", None)
+    if isinstance(backend, backends.Backend):
+        return backend
+    if isinstance(backend, str):
+        return backends.get(backend, getattr(model, "device", None))
+    first = next(iter(model.params.values()), None)
+    return backends.of(first) if first is not None else backends.get()
