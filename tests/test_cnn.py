@@ -73,6 +73,17 @@ def test_conv_net_gradients_with_batchnorm_and_label_smoothing(backend_name):
     assert model.weight_names == ("W1", "W2", "W3")
 
 
+def test_conv_net_with_the_pool_after_the_first_convolution_of_each_stage(backend_name):
+    """airbench's block, conv - pool - conv: gradients right, and the second convolution on pooled positions."""
+    model = ConvNet(widths=(3, 4), convs_per_stage=2, pool_after=1, input_dim=(2, 8, 8), num_classes=5,
+                    dtype="float64", seed=1, backend=backend_name)
+    X, y = _images(3, C=2, H=8, classes=5)
+    _check_gradients(model, X, y, ["W1", "W2", "gamma2", "W4", "W5"])
+    assert model.config["pool_after"] == 1 and tuple(model.params["W5"].shape) == (4, 5)
+    with pytest.raises(ValueError, match="pool_after must be at most convs_per_stage"):
+        ConvNet(convs_per_stage=2, pool_after=3)
+
+
 def test_conv_net_arguments_are_checked():
     with pytest.raises(ValueError, match="filter_size must be odd"):
         ConvNet(filter_size=4)

@@ -519,3 +519,41 @@ def test_two_layer_search_example_runs(cifar, repo_script, capsys):
     assert result["best_rate"] in (1e-3, 2e-3) and result["best_decay"] == 0.9
     assert out.count("validation accuracy") == 4  # the sub-optimal net, two trials, the best
     assert f"best validation accuracy {result['best_val_acc']:.3f}" in out
+
+
+def test_the_second_assignments_imports_resolve():
+    """The ConvolutionalNetworks, BatchNormalization and FullyConnectedNets notebooks (2018 and later), with
+    cs231n. changed to anynet.: every name they import is there, and is the code's own."""
+    imports = {
+        "anynet.layers": ["conv_forward_naive", "conv_backward_naive", "max_pool_forward_naive",
+                          "max_pool_backward_naive", "spatial_batchnorm_forward", "spatial_batchnorm_backward",
+                          "spatial_groupnorm_forward", "spatial_groupnorm_backward", "layernorm_forward",
+                          "layernorm_backward", "batchnorm_backward_alt", "affine_forward", "softmax_loss"],
+        "anynet.fast_layers": ["conv_forward_fast", "conv_backward_fast", "max_pool_forward_fast",
+                               "max_pool_backward_fast"],
+        "anynet.layer_utils": ["conv_relu_forward", "conv_relu_backward", "conv_relu_pool_forward",
+                               "conv_relu_pool_backward", "conv_bn_relu_forward", "conv_bn_relu_backward",
+                               "affine_relu_forward"],
+        "anynet.classifiers.cnn": ["ThreeLayerConvNet"],
+        "anynet.fc_net": ["FullyConnectedNet", "TwoLayerNet"],
+    }
+    for module, wanted in imports.items():
+        names = {}
+        exec(f"from {module} import {', '.join(wanted)}", names)  # noqa: S102 - fixed names
+        assert all(callable(names[w]) for w in wanted), module
+    from anynet.fast_layers import conv_forward_fast
+    from anynet.fc_net import FullyConnectedNet, TwoLayerNet
+    from anynet.models import ThreeLayerConvNet
+    from anynet.nn.conv import conv_forward_fast as home
+
+    assert star_import("anynet.classifiers.cnn")["ThreeLayerConvNet"] is ThreeLayerConvNet
+    assert conv_forward_fast is home
+
+    net = FullyConnectedNet([4, 3], input_dim=6, num_classes=2, normalization="layernorm", dropout_keep_ratio=0.75)
+    assert net.dropout_param["p"] == 0.25 and {"gamma1", "beta2"} <= set(net.params) and net.bn_params == []
+    assert FullyConnectedNet([4], input_dim=6, num_classes=2, dropout_keep_ratio=1).dropout_param == {}
+    assert TwoLayerNet(input_dim=6, hidden_dim=7, num_classes=2).params["W1"].shape == (6, 7)
+    with pytest.raises(ValueError, match="give one"):
+        FullyConnectedNet([4], input_dim=6, dropout=0.5, dropout_keep_ratio=0.5)
+    with pytest.raises(ValueError, match="normalization must be one of"):
+        FullyConnectedNet([4], input_dim=6, normalization="groupnorm")

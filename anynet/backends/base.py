@@ -269,7 +269,7 @@ class Backend:
     # Layers the library computes faster than anynet's standard-only code (``anynet.nn`` asks through
     # ``registry.fast_path``). None: the standard path. Subclasses give functions of arrays alone (no device), so
     # that a layer finds them from its inputs, traced or not:
-    #   conv2d_forward(x, w, b, stride, pad) -> (out, ctx); conv2d_backward(dout, ctx) -> (dx, dw, db)
+    #   conv2d_forward(x, w, b, stride, pad) -> (out, ctx); conv2d_backward(dout, ctx, need_dx) -> (dx, dw, db)
     #   max_pool2d_forward(x, HH, WW, stride) -> (out, ctx); max_pool2d_backward(dout, ctx) -> dx
     conv2d_forward = None
     conv2d_backward = None

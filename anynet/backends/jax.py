@@ -152,9 +152,9 @@ def _conv2d_forward(x, w, b, stride, pad):
     return out + b[None, :, None, None], vjp
 
 
-def _conv2d_backward(dout, vjp):
-    dx, dw = vjp(dout)
-    return dx, dw, dout.sum(axis=(0, 2, 3))
+def _conv2d_backward(dout, vjp, need_dx=True):
+    dx, dw = vjp(dout)  # an input gradient nobody uses is left out of a compiled step by XLA
+    return (dx if need_dx else None), dw, dout.sum(axis=(0, 2, 3))
 
 
 def _max_pool2d_forward(x, HH, WW, stride):

@@ -136,12 +136,12 @@ def _conv2d_forward(x, w, b, stride, pad):
     return out, (x, w, stride, pad)
 
 
-def _conv2d_backward(dout, ctx):
+def _conv2d_backward(dout, ctx, need_dx=True):
     import torch
 
     x, w, stride, pad = ctx
     dx, dw, db = torch.ops.aten.convolution_backward(
-        dout, x, w, [w.shape[0]], [stride, stride], [pad, pad], [1, 1], False, [0, 0], 1, [True, True, True])
+        dout, x, w, [w.shape[0]], [stride, stride], [pad, pad], [1, 1], False, [0, 0], 1, [need_dx, True, True])
     return dx, dw, db
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .. import backends
 from ..backends import Generator, namespace
 from ..nn import checks
-from ..nn.conv import conv_backward_fast, conv_forward_fast
+from ..nn.conv import conv_backward, conv_forward_fast
 from ..nn.layers import _affine_backward, affine_forward, relu_backward, relu_forward, softmax_loss
 from ..nn.normalization import spatial_batchnorm_backward, spatial_batchnorm_forward
 from ..nn.pooling import (
@@ -142,14 +142,15 @@ class ThreeLayerSpec(Spec):
         dh, grads["W3"], grads["b3"] = _affine_backward(dout, fc3, need_dx=True)
         dp, grads["W2"], grads["b2"] = _affine_backward(relu_backward(dh, relu2), fc2, need_dx=True)
         dr = max_pool_backward_fast(dp, pool_cache)
-        _, grads["W1"], grads["b1"] = conv_backward_fast(relu_backward(dr, relu1), conv_cache)
+        _, grads["W1"], grads["b1"] = conv_backward(relu_backward(dr, relu1), conv_cache, need_dx=False)
         if self.reg:
             loss = loss + _l2(params, ("W1", "W2", "W3"), self.reg, scale, grads)
         return loss, grads
 
 
 class ConvNet(Model):
-    """``{conv - [batchnorm] - relu} x k - 2x2 max pool`` per stage, then global average pooling, affine, softmax.
+    """``{conv - [batchnorm] - relu} x k`` per stage, with a 2x2 max pool after its ``pool_after``-th convolution,
+    then global average pooling, affine, softmax.
 
     Parameters
     ----------
@@ -157,6 +158,10 @@ class ConvNet(Model):
         The filters of each stage; each stage halves the image's height and width.
     convs_per_stage : int
         k, the convolutional layers of a stage (all of its width).
+    pool_after : int, optional
+        The convolution of each stage that the stage's max pool follows; None (the default): the last.
+        1 with k = 2 is airbench's block (conv, pool, conv): the second convolution works on a quarter of
+        the positions.
     filter_size : int
         Odd; every convolution keeps the image size (stride 1, padding (filter_size - 1) / 2).
     input_dim : tuple (C, H, W)
@@ -185,8 +190,11 @@ class ConvNet(Model):
 
     def __init__(self, widths=(32, 64, 128), convs_per_stage=1, filter_size=3, input_dim=(3, 32, 32),
                  num_classes=10, batchnorm=True, reg=0.0, weight_scale=None, label_smoothing=0.0,
-                 precision="float32", dtype="float32", seed=None, backend=None, device=None):
+                 precision="float32", dtype="float32", seed=None, backend=None, device=None, pool_after=None):
         self._check(widths, convs_per_stage, filter_size, input_dim, batchnorm, precision, dtype)
+        pool_after = convs_per_stage if pool_after is None else checks.integer("pool_after", pool_after)
+        if pool_after > convs_per_stage:
+            raise ValueError(f"pool_after must be at most convs_per_stage ({convs_per_stage}); got {pool_after}")
         widths = [checks.integer("widths[i]", w) for w in widths]
         C, H, W = _image_shape(input_dim)
         if H % 2 ** len(widths) or W % 2 ** len(widths):
@@ -205,7 +213,7 @@ class ConvNet(Model):
         self.config = {"widths": widths, "convs_per_stage": convs_per_stage, "filter_size": filter_size,
                        "input_dim": [C, H, W], "num_classes": num_classes, "batchnorm": batchnorm, "reg": self.reg,
                        "weight_scale": scale, "label_smoothing": smoothing, "precision": precision,
-                       "dtype": self.dtype, "seed": self.seed}
+                       "dtype": self.dtype, "seed": self.seed, "pool_after": pool_after}
         self._init_params(C, widths, convs_per_stage, filter_size, num_classes, batchnorm, scale)
         layers = len(widths) * convs_per_stage
         self.bn_params = [{"mode": "train"} for _ in range(layers)] if batchnorm else []
@@ -253,8 +261,8 @@ class ConvNet(Model):
         """The net but its arrays (see ``ConvSpec``)."""
         c = self.config
         return ConvSpec(**self._spec_fields(), stages=len(c["widths"]), convs_per_stage=c["convs_per_stage"],
-                        filter_size=c["filter_size"], batchnorm=c["batchnorm"], label_smoothing=c["label_smoothing"],
-                        bfloat16=c["precision"] == "bfloat16")
+                        pool_after=c["pool_after"], filter_size=c["filter_size"], batchnorm=c["batchnorm"],
+                        label_smoothing=c["label_smoothing"], bfloat16=c["precision"] == "bfloat16")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -263,6 +271,7 @@ class ConvSpec(Spec):
 
     stages: int
     convs_per_stage: int
+    pool_after: int
     filter_size: int
     batchnorm: bool
     label_smoothing: float
@@ -294,12 +303,13 @@ class ConvSpec(Spec):
             bn["mode"] = mode
         h, caches, layer = X, [], 0
         for _ in range(self.stages):
-            for _ in range(self.convs_per_stage):
+            for j in range(1, self.convs_per_stage + 1):
                 layer += 1
                 h, cache = self._conv_block(h, params, layer, bn_params)
                 caches.append(cache)
-            h, pool_cache = max_pool_forward_fast(h, _POOL)
-            caches.append(pool_cache)
+                if j == self.pool_after:
+                    h, pool_cache = max_pool_forward_fast(h, _POOL)
+                    caches.append(pool_cache)
         h, gap_cache = global_avg_pool_forward(h)
         last = layer + 1
         scores, fc_cache = affine_forward(self._low(h), self._low(params[f"W{last}"]), self._low(params[f"b{last}"]))
@@ -320,8 +330,9 @@ class ConvSpec(Spec):
         dh = global_avg_pool_backward(self._high(dh, dout), gap_cache)
         layer = last - 1
         for _ in range(self.stages):
-            dh = max_pool_backward_fast(dh, caches.pop())
-            for _ in range(self.convs_per_stage):
+            for j in range(self.convs_per_stage, 0, -1):
+                if j == self.pool_after:
+                    dh = max_pool_backward_fast(dh, caches.pop())
                 dh = self._conv_block_backward(dh, caches.pop(), layer, grads, need_dx=layer > 1)
                 layer -= 1
         if self.reg:
@@ -333,6 +344,7 @@ class ConvSpec(Spec):
         da = relu_backward(dout, relu_cache)
         if bn_cache is not None:
             da, grads[f"gamma{layer}"], grads[f"beta{layer}"] = spatial_batchnorm_backward(da, bn_cache)
-        dx, dw, db = conv_backward_fast(self._low(da), conv_cache)
+        # The first convolution's input gradient (the images') is never used: it is not computed.
+        dx, dw, db = conv_backward(self._low(da), conv_cache, need_dx)
         grads[f"W{layer}"], grads[f"b{layer}"] = self._high(dw, dout), self._high(db, dout)
         return self._high(dx, dout) if need_dx else None

@@ -40,7 +40,7 @@ class Group:
     """Parameters updated by one call of the rule, and how.
 
     ``layout`` is ``"each"`` (one parameter), ``"flat"`` (several, on their
-    concatenation; ``shapes`` are theirs), ``"blocks"`` (one, in the row
+    concatenation; ``shapes`` and ``dtype`` are theirs), ``"blocks"`` (one, in the row
     ranges ``rows`` on threads) or ``"course"`` (one, a rule of your own with
     a config dict as its state).
     """
@@ -50,16 +50,23 @@ class Group:
     hyper: tuple[tuple[str, Any], ...] = ()
     rows: tuple[tuple[int, int], ...] | None = None
     shapes: tuple[tuple[int, ...], ...] = ()
+    dtype: Any = None
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The static part of an optimizer's state: its rule, groups and thread map (hashable: a compile key)."""
+    """The static part of an optimizer's state: its rule, groups and thread map (hashable: a compile key).
+
+    ``scalars`` says how the state holds each group's learning rate and step count: ``"arrays"`` (0-d arrays
+    of the group's dtype, which a compiled step takes as inputs) or ``"python"`` (numbers, for a backend that
+    never compiles: each operation on a 0-d array would cost a library call, on a GPU a launch).
+    """
 
     rule: Any
     groups: tuple[Group, ...]
     map: Any = None
     mutable: bool = True
+    scalars: str = "arrays"
 
     def group_of(self, name):
         """``(index, group)`` of the group that updates parameter ``name``."""
@@ -132,7 +139,8 @@ class Optimizer:
         entries = {p: _entry(self.rule, configs[p], params[p]) for p in params}
         self.rates = {p: entry["rate"] for p, entry in entries.items()}
         layout, threads = self._layout(), self.backend.threads() if self.backend is not None else 1
-        self.plan = Plan(self.rule, tuple(_groups(layout, threads, entries, params)), *self._threads())
+        scalars = "python" if self.backend is not None and not self.backend.can_compile else "arrays"
+        self.plan = Plan(self.rule, tuple(_groups(layout, threads, entries, params)), *self._threads(), scalars)
         return [self._group_state(group, entries, params) for group in self.plan.groups]
 
     def _layout(self):
@@ -152,10 +160,13 @@ class Optimizer:
         first = entries[group.names[0]]
         w = params[group.names[0]]
         xp = namespace(w)
-        state = {"learning_rate": xp.asarray(first["rate"], dtype=w.dtype, device=w.device)}
+        arrays = self.plan.scalars == "arrays"
+        rate = first["rate"]
+        state = {"learning_rate": xp.asarray(rate, dtype=w.dtype, device=w.device) if arrays else rate}
         for key in optim.STATE[self.rule.__name__]:
             if key == COUNTER:
-                state[key] = xp.asarray(float(first["t"]), dtype=w.dtype, device=w.device)
+                t = first["t"]
+                state[key] = xp.asarray(float(t), dtype=w.dtype, device=w.device) if arrays else t
             elif group.layout == "flat":
                 state[key] = layouts.flatten([entries[p]["state"][key] for p in group.names])
             elif group.layout == "blocks":
@@ -191,6 +202,8 @@ class Optimizer:
     @staticmethod
     def _with_rate(group_state, rate):
         lr = group_state["learning_rate"]
+        if not hasattr(lr, "dtype"):  # a Python number (Plan.scalars)
+            return {**group_state, "learning_rate": rate}
         xp = namespace(lr)
         return {**group_state, "learning_rate": xp.asarray(rate, dtype=lr.dtype, device=lr.device)}
 
@@ -261,7 +274,7 @@ def _update_group(plan, group, state, params, grads, out, rate_factor=None):
         return config
     rate = state["learning_rate"]
     if rate_factor is not None:
-        rate = rate * namespace(rate).astype(rate_factor, rate.dtype)
+        rate = rate * (namespace(rate).astype(rate_factor, rate.dtype) if hasattr(rate, "dtype") else rate_factor)
     config = {**dict(group.hyper), "learning_rate": rate}
     if COUNTER in state:
         config[COUNTER] = state[COUNTER]
@@ -273,7 +286,7 @@ def _update_group(plan, group, state, params, grads, out, rate_factor=None):
                                                   plan.mutable)
         return _kept(state, {**blocks[0], **{k: [b[k] for b in blocks] for k in keys}})
     ws = [params[p] for p in group.names]
-    if group.layout == "flat" and all(w.dtype == state["learning_rate"].dtype for w in ws):
+    if group.layout == "flat" and all(w.dtype == group.dtype for w in ws):
         w, config = rule(layouts.flatten(ws), layouts.flatten([grads[p] for p in group.names]),
                          {**config, **{k: state[k] for k in keys}})
         out.update(zip(group.names, layouts.unflatten(w, layouts.spans([w.shape for w in ws])), strict=True))
@@ -338,4 +351,4 @@ def _groups(layout, threads, entries, params):
             yield Group(tuple(names), "each", entries[names[0]]["hyper"])
         else:
             yield Group(tuple(names), "flat", entries[names[0]]["hyper"],
-                        shapes=tuple(tuple(params[p].shape) for p in names))
+                        shapes=tuple(tuple(params[p].shape) for p in names), dtype=entries[names[0]]["dtype"])

@@ -216,6 +216,8 @@ class Solver:
 
     def _reset(self):
         """Set up the bookkeeping of a fresh run."""
+        self._written = {}  # the parameters the last step wrote into the model
+        self._last = None  # (statics, compiled functions) of the last step
         self.epoch = 0
         self.t = 0
         self.best_val_acc = 0.0
@@ -250,9 +252,14 @@ class Solver:
     # One step.
 
     def _params(self):
-        """The model's parameters on its device, in its dtype (arrays assigned by hand are moved there)."""
+        """The model's parameters on its device, in its dtype (arrays assigned by hand are moved there).
+
+        The arrays the last step wrote into the model are taken as they are (an identity check each): asking
+        the library where an array lives costs microseconds of Python per parameter at every step.
+        """
         to_device, dtype = self.backend.to_device, getattr(self.model, "_dtype", None)
-        return {name: to_device(w, dtype) for name, w in self.model.params.items()}
+        written = self._written
+        return {name: w if written.get(name) is w else to_device(w, dtype) for name, w in self.model.params.items()}
 
     def _statics(self):
         """The step's constants as they are now: the model's spec, the optimizer's plan, the schedule."""
@@ -261,15 +268,19 @@ class Solver:
         if self.lr_schedule is not None or self.warmup_iterations:
             schedule = (self.lr_schedule or "constant", self.warmup_iterations, self.num_iterations)
         return Statics(spec, self.optimizer.plan, self.backend, self.optimizer.single_rate(), self.augment, schedule,
-                       self.flip_test, backends.fast_paths())
+                       self.flip_test, backends.fast_paths(), gather_labels=self.compiled)
 
     def _functions(self, statics):
         """``(step, count)`` of ``statics``: compiled (once per model, statics and shapes) or as they are."""
         if not self.compiled:
             return (lambda *args: train_step(statics, *args)), (lambda *args: correct_count(statics, *args))
-        shapes = (tuple((p, tuple(w.shape), str(w.dtype)) for p, w in self.model.params.items()),
+        if self._last is not None and self._last[0] == statics:  # the common case: nothing changed since
+            return self._last[1]
+        shapes = (tuple((p, tuple(w.shape), w.dtype) for p, w in self.model.params.items()),
                   tuple(self.X_train.shape), self.batch_size)
-        return compiled.functions(self.model, statics, shapes)
+        functions = compiled.functions(self.model, statics, shapes)
+        self._last = (statics, functions)
+        return functions
 
     def _timed(self, fn, *args):
         """``fn(*args)``; the time of a call that compiled counts as compile time, apart from training."""
@@ -287,7 +298,10 @@ class Solver:
         """One minibatch update; never waits on the device."""
         k = self.t % self.iterations_per_epoch
         batch = slice(k * self.batch_size, (k + 1) * self.batch_size)
-        idx, y = self._order[batch], self._y_order[batch]
+        idx = self._order[batch]
+        # A compiled step gathers the labels itself (fused); an eager one takes a slice of the ordered labels (a
+        # view: no launch on a GPU).
+        y = self.y_train if self.compiled else self._y_order[batch]
         model = self.model
         bn_state = model.bn_state() if hasattr(model, "bn_state") else []
         state = {"params": self._params(), "optim": self._optim_state, "bn": bn_state, "rng": self._rng_state}
@@ -299,6 +313,7 @@ class Solver:
         step = self._functions(statics)[0]
         state, loss = self._timed(step, state, self.X_train, y, idx)
         model.params.update(state["params"])
+        self._written = state["params"]
         if bn_state:
             model.set_bn_state(state["bn"])
         self._optim_state, self._rng_state, self._count = state["optim"], state["rng"], state.get("t")
@@ -308,9 +323,10 @@ class Solver:
     def _start_epoch(self, epoch):
         """Draw this epoch's minibatch order and random state from (seed, epoch)."""
         self._order = Generator((self.seed, epoch), self.backend).permutation(self.X_train.shape[0])
-        # The labels are small: put them in this epoch's order once, so that a step slices them (a view) instead
-        # of gathering them (a launch on a GPU). The images would need a second copy of the set.
-        self._y_order = self.backend.take_rows(self.y_train, self._order)
+        if not self.compiled:
+            # The labels are small: put them in this epoch's order once, so that an eager step slices them (a
+            # view) instead of gathering them (a launch on a GPU). The images would need a second copy of the set.
+            self._y_order = self.backend.take_rows(self.y_train, self._order)
         self._rng_state = self.backend.rng_state((self.seed, epoch))
         self._drawn = (self.seed, epoch)
 

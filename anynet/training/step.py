@@ -1,8 +1,9 @@
 """The training step: one pure function of its state, run as it is (eager) or compiled by the backend.
 
 ``train_step(statics, state, X_train, y, idx) -> (state, loss)`` gathers
-the minibatch ``idx`` from the training images on the device (``y`` are its
-labels, sliced from the epoch's ordered labels: no gather), runs the
+the minibatch ``idx`` from the training images on the device (and its
+labels, in a compiled step; an eager one is given them, sliced from the
+epoch's ordered labels: no gather), runs the
 model's forward and backward pass and the optimizer's update, and returns
 the new state. ``state`` holds arrays only:
 
@@ -50,7 +51,9 @@ class Statics:
     ``schedule`` is ``(kind, warmup, total)`` of a per-step learning-rate
     schedule (``rate_factor``), or None; ``flip_test`` averages each image's
     scores with its mirror's in the accuracy count; ``fast_paths`` is
-    ``anynet.backends.fast_paths()`` (the layers traced depend on it).
+    ``anynet.backends.fast_paths()`` (the layers traced depend on it);
+    ``gather_labels``: ``y`` is the whole set's labels, gathered by ``idx``
+    inside the step (fused in a compiled one), not the batch's.
     """
 
     model: Any
@@ -61,6 +64,7 @@ class Statics:
     schedule: tuple | None = None
     flip_test: bool = False
     fast_paths: bool = True
+    gather_labels: bool = False
 
 
 class Draws:
@@ -75,9 +79,12 @@ class Draws:
 
 
 def train_step(statics, state, X_train, y, idx):
-    """``(state, loss)`` after one step on the minibatch ``idx`` of the training images, labelled ``y``."""
+    """``(state, loss)`` after one step on the minibatch ``idx`` of the training images, labelled ``y`` (see
+    ``Statics.gather_labels``)."""
     backend, spec = statics.backend, statics.model
     X = backend.take_rows(X_train, idx)
+    if statics.gather_labels:
+        y = backend.take_rows(y, idx)
     params, optim_state = state["params"], state["optim"]
     bn_params = spec.bn_params_of(state["bn"], "train")
     draws = Draws(backend, state["rng"])
@@ -89,7 +96,8 @@ def train_step(statics, state, X_train, y, idx):
         # The gradients of learning_rate * loss are the steps themselves, and a weight's step is the product its
         # affine backward pass makes, which the compiler subtracts from the weight as the product is made.
         rate = optim_state[0]["learning_rate"]
-        rate = rate if factor is None else rate * backend.xp.astype(factor, rate.dtype)
+        if factor is not None:
+            rate = rate * (backend.xp.astype(factor, rate.dtype) if hasattr(rate, "dtype") else factor)
         loss, steps = spec.loss_and_grads(params, X, y, bn_params, dropout_param, scale=rate)
         next_params = {p: w - steps[p] for p, w in params.items()}
     else:
