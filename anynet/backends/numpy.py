@@ -107,10 +107,10 @@ def blas_idles_briefly() -> bool:
     """Whether NumPy's BLAS threads stop spinning soon after a matrix product.
 
     OpenBLAS keeps its idle threads spinning for ``2**OPENBLAS_THREAD_TIMEOUT``
-    cycles, ``2**28`` (about 0.1 s) unless that variable was set before NumPy
-    loaded: a whole training step, on the very cores other threads would use
-    (Adam in row blocks on two cores then took 4.5 ms instead of 2.2 ms).
-    Other BLAS libraries are not recognized: False.
+    cycles, ``2**28`` by default, unless that variable was set before NumPy
+    loaded: a whole training step, on the very cores other threads would use,
+    which then take about twice as long (benchmarks/RESULTS.md, "Fourth
+    session"). Other BLAS libraries are not recognized: False.
     """
     import numpy as np
 

@@ -70,7 +70,8 @@ class TorchBackend(Backend):
 
     def uniform(self, state, shape, dtype):
         """Eagerly on a CPU, PyTorch's own generator seeded from the carried state (its integer operations,
-        which the counter-based hash is made of, run many times slower there than ``torch.rand``); traced by
+        which the counter-based hash is made of, run far slower there than ``torch.rand``:
+        benchmarks/RESULTS.md); traced by
         ``torch.compile`` (one fused kernel) or on a GPU (no host read of the state), ``Backend.uniform``'s hash.
         The state advances the same way either way."""
         if tracing() or self.on_gpu:
@@ -89,7 +90,7 @@ class TorchBackend(Backend):
         mode = os.environ.get("ANYNET_TORCH_COMPILE_MODE") or ("reduce-overhead" if self.on_gpu else None)
         # $ANYNET_TORCH_COMPILE_BACKEND=aot_eager traces the step as Inductor would get it but runs it without
         # generating code: the test sessions use it where tracing is what a test checks (a cold Inductor build
-        # of a step takes 15-35 s of C++ compilation on a 2-core machine).
+        # of a step is seconds of C++ compilation: benchmarks/RESULTS.md).
         backend = os.environ.get("ANYNET_TORCH_COMPILE_BACKEND") or "inductor"
         # On a CPU, Inductor's wrapper around the kernels is Python unless it is asked for C++: cpp_wrapper takes
         # a third off a step's host time, at no cost in compile time (benchmarks/RESULTS.md).
@@ -100,8 +101,8 @@ class TorchBackend(Backend):
                                                 mode=mode, options=options))
 
     def compile_pays(self):
-        """On a GPU, where the eager step is ~36 launches paced by the host. On a CPU compiling takes 5-35 s
-        and saves a few percent to a third of a step, which pays only after thousands of steps
+        """On a GPU, where an eager step is dozens of launches paced by the host. On a CPU compiling takes
+        seconds and saves little of a small net's step, which pays only after thousands of steps
         (benchmarks/RESULTS.md)."""
         return self.on_gpu
 

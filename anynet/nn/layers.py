@@ -144,8 +144,8 @@ def relu_forward(x):
 def relu_backward(dout, cache):
     """Backward pass of ``relu_forward``: ``dout`` where the input was positive."""
     xp = namespace(dout, cache)
-    # A product with the 0/1 mask: NumPy's where() is ten times slower here, and sign(out), though one
-    # operation fewer, is on CuPy array-api-compat's sign, which patches NaNs through a boolean mask.
+    # A product with the 0/1 mask: NumPy's where() is much slower here (benchmarks/RESULTS.md), and sign(out),
+    # though one operation fewer, is on CuPy array-api-compat's sign, which patches NaNs through a boolean mask.
     return dout * xp.astype(cache > 0, dout.dtype)
 
 

@@ -286,7 +286,7 @@ class Solver:
         """``fn(*args)``; the time of a call that compiled counts as compile time, apart from training."""
         if not self.compiled:
             return fn(*args)
-        start = time.perf_counter()  # before the count: the first asks loads the compiler (torch._dynamo: ~1 s)
+        start = time.perf_counter()  # before the count: the first asks loads the compiler (torch._dynamo)
         count = self.backend.compile_count()
         out = fn(*args)
         if self.backend.compile_count() != count:
