@@ -1,4 +1,4 @@
-"""Crash safety: ``python -m anynet train`` killed with SIGKILL again and again, resumed each time.
+"""Crash safety: ``python -m anynet train`` killed with SIGKILL again and again, resumed each time; a sweep too.
 
 The run is made of many tiny epochs so that a checkpoint is written every
 few milliseconds. Half of the kills land at random moments (drawn from a
@@ -164,3 +164,83 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(tmp_path
               "weights.png")
     leftovers = _temporary_files(out)
     assert all(any(name.startswith(f".{kept}.") for kept in atomic) for name in leftovers), leftovers
+
+
+SWEEP_FLAGS = ["--grid", "learning-rate=1e-3,2e-3", "--num-training", "40", "--num-validation", "20", "--num-test",
+               "20", "--batch-size", "10", "--hidden-dims", "8", "--update-rule", "sgd_momentum", "--seed", "5",
+               "--epochs", "4", "--workers", "0", "--quiet"]
+# Runs ``python -m anynet`` drawing no plots (matplotlib would be most of each process's time); with "stall" as
+# its first argument, trial 1 waits after writing its second epoch's row, to be killed there.
+NO_PLOTS = '''
+import runpy, sys, time
+from anynet.app import runs
+from anynet.app.sweep import runner
+from anynet.data import vis
+vis.plot_history = vis.plot_weights = runner.plot_results = lambda *args, **kwargs: None
+if sys.argv[1] == "stall":
+    del sys.argv[1]
+    write_row = runs.RunFolder.__call__
+    def stalling(self, solver, row):
+        write_row(self, solver, row)
+        if self.out_dir.name == "0001" and row["epoch"] >= 2:
+            time.sleep(60)
+    runs.RunFolder.__call__ = stalling
+sys.argv[0] = "anynet"
+runpy.run_module("anynet", run_name="__main__", alter_sys=True)
+'''
+
+
+def _csv_rows(path):
+    """The rows of a metrics.csv, as text."""
+    return path.read_text().splitlines()[1:]
+
+
+def test_a_sweep_killed_mid_trial_resumes_from_its_folder_alone_and_that_trial_from_its_checkpoint(tmp_path,
+                                                                                                  monkeypatch):
+    from anynet.app import cli
+    from anynet.app.sweep import runner
+    from anynet.data import vis
+
+    data = tmp_path / "data"
+    write_cifar10(data, n_per_batch=20, n_test=20)
+    launcher = tmp_path / "no_plots_launcher.py"
+    launcher.write_text(NO_PLOTS)
+    out = tmp_path / "killed"
+    ckpt, rows_csv = out / "trials" / "0001" / "checkpoint.npz", out / "trials" / "0001" / "metrics.csv"
+    killed = _start(["stall", "sweep", *SWEEP_FLAGS, "--data-dir", data, "--out", out], launcher)
+    deadline = time.monotonic() + 60
+    # Killed once trial 1 has written the rows of two epochs (and the checkpoint of the second before them).
+    while killed.poll() is None and time.monotonic() < deadline and (
+            not rows_csv.exists() or len(_csv_rows(rows_csv)) < 2):
+        time.sleep(0.005)
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate(timeout=60)
+    assert killed.returncode == -signal.SIGKILL, "the sweep finished before it could be killed"
+    rows = json.loads((out / "results.json").read_text())
+    t = load_npz(ckpt)[1]["solver"]["t"]
+    assert [r["trial"] for r in rows] == [0] and t == 8
+    kept = _csv_rows(rows_csv)
+    assert [row.split(",")[1] for row in kept] == ["4", "8"]
+    # The folder alone: its record holds the grid, the train flags and --workers 0.
+    proc = _start(["sweep", "--resume", out], launcher)
+    stdout, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "2 trials, 0 failed" in stdout
+    # The same sweep, uninterrupted (here, drawing no plots either).
+    reference = tmp_path / "reference"
+    for module, name in ((vis, "plot_history"), (vis, "plot_weights"), (runner, "plot_results")):
+        monkeypatch.setattr(module, name, lambda *args, **kwargs: None)
+    assert cli.main(["sweep", *SWEEP_FLAGS, "--data-dir", str(data), "--out", str(reference)]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    ref_rows = json.loads((reference / "results.json").read_text())
+    assert [(r["trial"], r["status"], r["val_acc"]) for r in rows] == [
+        (r["trial"], r["status"], r["val_acc"]) for r in ref_rows]
+    # Trial 1 went on from its checkpoint: its rows up to it are those written before the kill, timings and all
+    # (a trial trained again from the start would have written them anew), and it ends as the uninterrupted one.
+    after = _csv_rows(rows_csv)
+    assert after[:2] == kept and [row.split(",")[1] for row in after] == ["4", "8", "12", "16"]
+    arrays, history, _ = _final_state(out / "trials" / "0001")
+    ref_arrays, ref_history, _ = _final_state(reference / "trials" / "0001")
+    assert sorted(arrays) == sorted(ref_arrays) and history == ref_history
+    for k in ref_arrays:
+        np.testing.assert_array_equal(arrays[k], ref_arrays[k], err_msg=k)

@@ -682,28 +682,64 @@ def test_evaluate_refuses_bad_checkpoint(capsys, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-def test_command_reports_non_finite_loss_and_where_the_checkpoint_is(capsys, tmp_path, data_dir, monkeypatch):
-    out = tmp_path / "run"
+def _nan_loss_after(monkeypatch, steps):
+    """Make every training loss after the first ``steps`` NaN (the gradients stay finite)."""
     real_loss = anynet.models.fc_net.softmax_loss
     calls = []
 
-    def nan_after_two_epochs(x, y):
+    def nan_after(x, y):
         calls.append(1)
         loss, dx = real_loss(x, y)
-        return (loss * float("nan"), dx) if len(calls) > 8 else (loss, dx)
+        return (loss * float("nan"), dx) if len(calls) > steps else (loss, dx)
 
-    monkeypatch.setattr(anynet.models.fc_net, "softmax_loss", nan_after_two_epochs)
+    monkeypatch.setattr(anynet.models.fc_net, "softmax_loss", nan_after)
+
+
+def test_a_diverged_run_keeps_what_it_learned_and_says_what_to_change(capsys, tmp_path, data_dir, monkeypatch):
+    out = tmp_path / "run"
+    _nan_loss_after(monkeypatch, 8)  # 4 iterations per epoch: the loss of iteration 9 is the first NaN
     code = cli.main(["train", "--data-dir", str(data_dir), *SIZES, "--epochs", "4", "--out", str(out)])
     assert code == 1
     err = _one_line_error(capsys)
-    ckpt = out / "checkpoint.npz"
-    for part in ("loss became nan at iteration 9", "last finite loss", str(ckpt), "intact"):
+    model = out / "model.npz"
+    for part in ("anynet train: failed: loss became nan at iteration 9", "last finite loss", str(model),
+                 f"anynet evaluate {model}", "--learning-rate (was 0.001)"):
         assert part in err, (part, err)
-    assert load_npz(ckpt)[1]["solver"]["t"] == 8
-    # With the fault gone, the run resumes from the intact checkpoint and finishes.
+    metrics = json.loads((out / "metrics.json").read_text())
+    history = json.loads((out / "history.json").read_text())
+    assert metrics["status"] == "diverged" and metrics["model"] == str(model)
+    assert metrics["diverged"] == {"iteration": 9, "loss": "nan", "last_finite_loss": history["loss_history"][-1]}
+    # The history and plots up to the fault: 8 finite losses, accuracies at iterations 1, 4 and 8.
+    assert len(history["loss_history"]) == 8 and history["acc_iterations"] == [1, 4, 8]
+    assert len(history["val_acc_history"]) == 3 and metrics["best_val_acc"] == max(history["val_acc_history"])
+    assert all((out / name).stat().st_size > 0 for name in ("loss.png", "accuracy.png", "weights.png"))
+    assert [row.split(",")[1] for row in (out / "metrics.csv").read_text().splitlines()[1:]] == ["4", "8"]
+    # model.npz is the best parameters so far, which the intact checkpoint of iteration 8 holds too.
+    arrays, meta = load_npz(out / "checkpoint.npz")
+    assert meta["solver"]["t"] == 8
+    saved = anynet.load_model(model)
+    for name, value in saved.params.items():
+        np.testing.assert_array_equal(value, arrays[f"best/{name}"], err_msg=name)
+    assert cli.main(["evaluate", str(model)]) == 0
+    assert f"val acc {metrics['val_acc']:.4f}" in capsys.readouterr().out
+    # With the fault gone, the run resumes from the intact checkpoint and finishes: status ok.
     monkeypatch.undo()
-    assert cli.main(["train", "--resume", str(ckpt), "--quiet"]) == 0
-    assert json.loads((out / "metrics.json").read_text())["iterations"] == 16
+    assert cli.main(["train", "--resume", str(out / "checkpoint.npz"), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["iterations"] == 16 and metrics["status"] == "ok" and metrics["diverged"] is None
+
+
+def test_a_run_diverged_from_its_first_loss_keeps_nothing_and_says_so(capsys, tmp_path, data_dir, monkeypatch):
+    out = tmp_path / "run"
+    _nan_loss_after(monkeypatch, 0)
+    assert cli.main(["train", "--data-dir", str(data_dir), *SIZES, "--epochs", "2", "--out", str(out)]) == 1
+    err = _one_line_error(capsys)
+    assert "loss became nan at iteration 1 (no finite loss); it learned nothing to keep" in err
+    assert "--weight-scale (was 0.001) or --learning-rate (was 0.001)" in err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and metrics["model"] is None and metrics["val_acc"] is None
+    assert metrics["diverged"] == {"iteration": 1, "loss": "nan", "last_finite_loss": None}
+    assert not (out / "model.npz").exists() and (out / "loss.png").exists()
 
 
 def test_command_reports_disk_full_in_one_line(capsys, tmp_path, data_dir, monkeypatch):

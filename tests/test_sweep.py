@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import socket
 import stat
@@ -26,7 +27,8 @@ from anynet.app.sweep import trials as trials_module
 from anynet.app.sweep.grid import LOG_KEYS, expand_grid, parse_grid, sample_grid
 from anynet.app.sweep.results import map_cells, read_results, write_results
 from anynet.app.sweep.search import Space, make_sampler
-from anynet.app.train import StopRun, train
+from anynet.app.train import Diverged, StopRun, train
+from anynet.training.checkpoint import load_npz
 
 try:
     import cloudpickle
@@ -451,6 +453,14 @@ def no_run_plots(monkeypatch):
     monkeypatch.setattr(vis, "plot_weights", lambda *args, **kwargs: None)
 
 
+@pytest.fixture
+def no_plots(no_run_plots, monkeypatch):
+    """No plots at all: neither the trials' nor the sweep's (for tests that run many small sweeps)."""
+    from anynet.app.sweep import runner
+
+    monkeypatch.setattr(runner, "plot_results", lambda *args, **kwargs: None)
+
+
 def _fake_trial(config, out_dir=None, on_epoch=None):
     """A trial of 3 epochs whose validation accuracy is its learning rate; train_seconds counts the epochs run."""
     value, epochs, stopped = config["learning_rate"], 0, None
@@ -539,8 +549,13 @@ def test_resuming_a_search_that_crashed_settles_the_trials_it_left_running(tmp_p
     write_results(tmp_path, rows)
     rows = sweep(grid, {}, workers=0, sampler="grid", prune=True, trials=4, trial=_fake_trial, out_dir=tmp_path,
                  resume=True, plot=False)
-    assert [r["trial"] for r in rows] == [0, 1, 3, 4]
-    assert sorted(r["learning_rate"] for r in rows) == [0.2, 0.3, 0.8, 0.9]
+    # Trial 2 is not dropped: its row says lost and points to its folder; its point trained again as trial 4.
+    assert [r["trial"] for r in rows] == [0, 1, 2, 3, 4]
+    lost = rows[2]
+    assert lost["status"] == "lost" and lost["run_dir"] == "trials/0002" and "queued to train again" in lost["error"]
+    assert lost["learning_rate"] == rows[4]["learning_rate"]
+    assert sorted(r["learning_rate"] for r in rows if r["status"] != "lost") == [0.2, 0.3, 0.8, 0.9]
+    assert read_results(tmp_path) == rows
     states = {t.number: t.state.name for t in optuna.load_study(
         study_name="anynet-sweep", storage=f"sqlite:///{tmp_path / 'study.db'}").trials}
     assert states[2] == "FAIL" and states[3] == "COMPLETE" and "RUNNING" not in states.values()
@@ -665,3 +680,176 @@ def test_a_cnn_sweep_runs_and_its_best_trial_trains_again(data_root, tmp_path, c
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--hidden-dims needs --model two-layer or fc; --model cnn" in err
     assert not (tmp_path / "x").exists()
+
+
+# ---- resuming from the folder alone, and trials that diverged or were cut short --------------------------------
+
+
+def _flags(root):
+    """``_base`` as command-line flags."""
+    return ["--data-dir", str(root), "--num-training", "150", "--num-validation", "50", "--num-test", "100",
+            "--hidden-dims", "20", "--epochs", "1", "--batch-size", "50", "--dtype", "float64", "--weight-scale",
+            "1e-2"]
+
+
+def test_resume_dir_alone_goes_on_with_what_the_sweep_recorded(data_root, tmp_path, capsys, no_plots):
+    out = tmp_path / "sweep"
+    started = ["--grid", *GRID[:2], "--trials", "2", "--random-seed", "3", *_flags(data_root)]
+    assert cli_main(["sweep", *started, "--workers", "0", "--quiet", "--out", str(out)]) == 0
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["grid"] == {"learning_rate": [5e-4, 1.5e-3], "hidden_dims": [[5], [40]]}
+    assert (record["sampler"], record["trials"], record["random_seed"], record["workers"]) == ("grid", 2, 3, 0)
+    assert record["train_flags"]["hidden_dims"] == [20] and record["train_flags"]["data_dir"] == str(data_root)
+    first = read_results(out)
+    capsys.readouterr()
+    # What would change what the sweep trains is refused in one line naming the flag and its recorded value.
+    for extra, part in [(["--hidden-dims", "30"], "--hidden-dims was 20 when the sweep in"),
+                        (["--grid", "learning-rate=1e-3"], "--grid was learning-rate=0.0005,0.0015 hidden-dims=5,40"),
+                        (["--trials", "1"], "--trials was 2"), (["--sampler", "random"], "--sampler was grid"),
+                        (["--random-seed", "4"], "--random-seed was 3"), (["--reg", "0.5"], "--reg was not given"),
+                        (["--iterations", "3"], "--epochs was 1"), (["--prune"], "--prune was not given")]:
+        assert cli_main(["sweep", "--resume", str(out), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and part in err and "beside --resume give only --trials (more)" in err, err
+    assert read_results(out) == first
+    # The whole command again, as before sweeps kept a record, goes on too (here with nothing left to train).
+    assert cli_main(["sweep", *started, "--workers", "0", "--quiet", "--resume", str(out)]) == 0
+    assert "2 trials, 0 failed" in capsys.readouterr().out
+    # More trials, reading the data from elsewhere: the trials done keep their points and numbers; two more train.
+    elsewhere = tmp_path / "data"
+    shutil.copytree(data_root, elsewhere)
+    assert cli_main(["sweep", "--resume", str(out), "--trials", "4", "--data-dir", str(elsewhere), "--quiet"]) == 0
+    assert "4 trials, 0 failed" in capsys.readouterr().out
+    rows = read_results(out)
+    assert rows[:2] == first and [r["trial"] for r in rows] == [0, 1, 2, 3]
+    assert [r["config"]["data_dir"] for r in rows] == [str(data_root)] * 2 + [str(elsewhere)] * 2
+    assert sorted((r["learning_rate"], r["hidden_dims"]) for r in rows) == sorted(
+        (p["learning_rate"], list(p["hidden_dims"])) for p in expand_grid(parse_grid(GRID[:2])))
+    record = json.loads((out / "sweep.json").read_text())
+    assert (record["trials"], record["first_trials"], record["train_flags"]["data_dir"]) == (4, 2, str(elsewhere))
+    # And then --resume DIR alone: the sweep is done.
+    assert cli_main(["sweep", "--resume", str(out), "--quiet"]) == 0
+    assert "4 trials, 0 failed" in capsys.readouterr().out and read_results(out) == rows
+
+
+def test_a_folder_without_a_record_resumes_only_with_the_flags_it_was_started_with(data_root, tmp_path, capsys,
+                                                                                 no_plots):
+    out = tmp_path / "older"
+    started = ["--grid", GRID[0], *_flags(data_root), "--workers", "0", "--quiet"]
+    assert cli_main(["sweep", *started, "--out", str(out)]) == 0
+    (out / "sweep.json").unlink()  # as an older anynet left it
+    capsys.readouterr()
+    assert cli_main(["sweep", "--resume", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "started by an older anynet, which did not record its flags (sweep.json)" in err
+    assert "resume it with the flags it was started with: --grid" in err
+    assert cli_main(["sweep", *started, "--resume", str(out)]) == 0 and (out / "sweep.json").is_file()
+    assert cli_main(["sweep", "--resume", str(tmp_path / "nothing")]) == 2
+    assert "holds no sweep to resume (no sweep.json)" in capsys.readouterr().err
+    # A sweep that died before its first trial finished left its record only: without --resume it is refused.
+    (out / "results.json").unlink()
+    assert cli_main(["sweep", *started, "--out", str(out)]) == 2
+    assert "already holds a sweep (sweep.json); resume it (--resume)" in capsys.readouterr().err
+    assert cli_main(["sweep", "--out", str(tmp_path / "x")]) == 2
+    assert "required: --grid (or --resume DIR, to continue a sweep)" in capsys.readouterr().err
+
+
+def _killed_after_epoch_1(learning_rate):
+    """A trial that trains, but whose run at ``learning_rate`` dies as a killed sweep would, after epoch 1."""
+
+    def trial(config, out_dir=None, on_epoch=None):
+        def die(row):
+            if config["learning_rate"] == learning_rate and row["epoch"] == 1:
+                raise KeyboardInterrupt  # after the checkpoint of epoch 1 was written
+        return run_trial(config, out_dir=out_dir, on_epoch=die)
+
+    return trial
+
+
+def _final_arrays(folder):
+    arrays, _ = load_npz(folder / "checkpoint.npz")
+    return arrays, json.loads((folder / "history.json").read_text())
+
+
+def test_the_trial_a_sweep_was_training_when_it_died_goes_on_from_its_checkpoint(data_root, tmp_path, no_run_plots):
+    base = {**_base(data_root), "epochs": 2}
+    reference = sweep(GRID[:1], base, workers=0, out_dir=tmp_path / "reference", plot=False)
+    out = tmp_path / "sweep"
+    with pytest.raises(KeyboardInterrupt):
+        sweep(GRID[:1], base, workers=0, out_dir=out, trial=_killed_after_epoch_1(1.5e-3), plot=False)
+    assert [r["trial"] for r in read_results(out)] == [0]
+    assert load_npz(out / "trials" / "0001" / "checkpoint.npz")[1]["solver"]["t"] == 3
+    continued = []
+
+    def watched(config, out_dir=None, on_epoch=None):
+        continued.append(trials_module.continued_checkpoint(config, out_dir))
+        return run_trial(config, out_dir=out_dir, on_epoch=on_epoch)
+
+    rows = sweep(GRID[:1], base, workers=0, out_dir=out, trial=watched, resume=True, plot=False)
+    # Trial 1 ran again under its own number, from the checkpoint of its first epoch, to where the uninterrupted
+    # sweep's trial 1 ended: bit for bit on NumPy.
+    assert [str(path) for path in continued] == [str((out / "trials" / "0001" / "checkpoint.npz").resolve())]
+    assert _results(rows) == _results(reference)
+    arrays, history = _final_arrays(out / "trials" / "0001")
+    ref_arrays, ref_history = _final_arrays(tmp_path / "reference" / "trials" / "0001")
+    assert sorted(arrays) == sorted(ref_arrays) and history == ref_history
+    for key in ref_arrays:
+        np.testing.assert_array_equal(arrays[key], ref_arrays[key], err_msg=key)
+    # A checkpoint of another config (a folder reused) is not continued: the trial trains afresh over it.
+    assert trials_module.continued_checkpoint({**rows[1]["config"], "reg": 0.5}, out / "trials" / "0001") is None
+    assert trials_module.continued_checkpoint({**rows[1]["config"], "backend": "numpy", "device": "cpu"},
+                                              out / "trials" / "0001") is not None
+
+
+def test_a_diverged_trial_is_finished_with_what_it_learned_and_never_trained_again(data_root, tmp_path,
+                                                                                  no_run_plots):
+    base = {**_base(data_root), "dtype": "float32", "epochs": 3}
+    out = tmp_path / "sweep"
+    rows = sweep(["learning-rate=1e-3,1e4"], base, workers=0, out_dir=out, plot=False)
+    ok, diverged = rows
+    assert ok["status"] == "ok" and diverged["status"] == "diverged"
+    assert re.fullmatch(r"loss became (nan|inf) at iteration \d+ \(last finite loss .*\); its val_acc is that of "
+                        r"its best parameters", diverged["error"]), diverged["error"]
+    metrics = json.loads((out / diverged["run_dir"] / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and diverged["val_acc"] == metrics["val_acc"] is not None
+    assert diverged["test_acc"] == metrics["test_acc"] and (out / diverged["run_dir"] / "model.npz").is_file()
+    best = json.loads((out / "best.json").read_text())
+    winner = max(rows, key=lambda r: (r["val_acc"], -r["trial"]))
+    assert (best["trial"], best["status"]) == (winner["trial"], winner["status"])
+    calls = []
+    again = sweep(["learning-rate=1e-3,1e4"], base, workers=0, out_dir=out, resume=True,
+                  trial=lambda config, **kwargs: calls.append(config))
+    assert calls == [] and _results(again) == _results(rows)
+
+
+def _diverging_trial(config, out_dir=None, on_epoch=None):
+    """``_fake_trial``, but a learning rate of 0.9 or 0.2 diverges, keeping a validation accuracy equal to it."""
+    value = config["learning_rate"]
+    if value in (0.9, 0.2):
+        raise Diverged(f"loss became inf at iteration 7; last finite loss 2.5. lr {value}", {
+            "val_acc": value, "test_acc": value, "train_seconds": 1.0, "images_per_second": 1.0, "model": None,
+            "diverged": {"iteration": 7, "loss": "inf", "last_finite_loss": 2.5}})
+    return _fake_trial(config, out_dir, on_epoch)
+
+
+@needs_optuna
+def test_a_search_is_told_what_a_diverged_trial_reached_and_a_resumed_one_keeps_it(tmp_path):
+    import optuna
+
+    grid = ["learning-rate=0.9,0.5,0.2"]
+    rows = sweep(grid, {}, workers=0, sampler="grid", prune=True, trial=_diverging_trial, out_dir=tmp_path,
+                 plot=False)
+    diverged = {r["learning_rate"]: r for r in rows if r["status"] == "diverged"}
+    assert sorted(diverged) == [0.2, 0.9] and all(r["val_acc"] == lr for lr, r in diverged.items())
+    study = optuna.load_study(study_name="anynet-sweep", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    for row in diverged.values():
+        frozen = study.trials[row["trial"]]
+        assert frozen.state.name == "COMPLETE" and frozen.value == row["val_acc"]
+    # The best is the diverged trial of 0.9: it reached the highest accuracy of all.
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert (best["trial"], best["status"], best["val_acc"]) == (diverged[0.9]["trial"], "diverged", 0.9)
+    # Resumed with the trials on another device: nothing trains again, and the study goes on.
+    calls = []
+    again = sweep(grid, {"device": "cpu"}, workers=0, sampler="grid", prune=True, out_dir=tmp_path, resume=True,
+                  plot=False, trial=lambda config, **kwargs: calls.append(config))
+    assert calls == [] and _results(again) == _results(rows)

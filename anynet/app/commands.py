@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from pathlib import Path
 
 from .flags import (
@@ -50,17 +51,21 @@ def add_train_parser(subparsers):
 
 
 def run_train(args):
-    """Run ``anynet train``; return the exit code."""
+    """Run ``anynet train``; return the exit code (1, with one line, when the loss diverged)."""
     from .runs import new_run_dir
-    from .train import train
+    from .train import Diverged, resume_config, train
 
     if args.config is not None and args.resume is not None:
         raise ValueError("--config starts a new run and --resume continues one; give one of them")
     config = config_from_args(args)
     used = from_environment(vars(args))
-    if args.resume is None or "backend" in config:
-        with blame_environment(used):
-            check_place(config)
+    notes = []
+    with blame_environment(used):
+        if args.resume is not None:  # the saved config with the flags given, refused before anything is written
+            config = resume_config(config, args.resume, notes)
+        check_place(config)
+    for note in notes:
+        print(f"anynet train: {note}", file=sys.stderr)
     if args.tensorboard is not None:
         importlib.import_module("tensorboardX")  # missing: one line naming the extra, before training
     fresh = args.out is None and args.resume is None
@@ -71,19 +76,39 @@ def run_train(args):
     else:
         out = new_run_dir("runs")
     try:
-        with blame_environment(used):
+        with blame_environment(used), warnings.catch_warnings():
+            # NumPy's warnings of overflowing arithmetic: a loss that diverges is reported once, in one line, below.
+            warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
             metrics = train(config, out_dir=out, quiet=args.quiet, resume=args.resume, tensorboard=args.tensorboard)
     except KeyboardInterrupt:
         ckpt = out / "checkpoint.npz"
         hint = f"; continue with: anynet train --resume {ckpt}" if ckpt.exists() else ""
         print(f"anynet train: interrupted{hint}", file=sys.stderr)
         return 130
+    except Diverged as exc:
+        print(_diverged_line(exc.metrics), file=sys.stderr)
+        return 1
     except BaseException:
         if fresh and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # a run that failed before writing anything leaves no empty folder
         raise
     _print_run(metrics, out)
     return 0
+
+
+def _diverged_line(metrics):
+    """The line ``anynet train`` ends a diverged run with: where it failed, what it kept, which flag to change."""
+    where, config = metrics["diverged"], metrics["config"]
+    last = where["last_finite_loss"]
+    failed = (f"anynet train: failed: loss became {where['loss'] or 'non-finite'} at iteration {where['iteration']}"
+              f" ({'no finite loss' if last is None else f'last finite loss {last:.4g}'})")
+    lower = f"--learning-rate (was {config['learning_rate']:g})"
+    if metrics["model"] is None:
+        scale = config.get("weight_scale")
+        flag = lower if scale is None else f"--weight-scale (was {scale:g}) or {lower}"
+        return f"{failed}; it learned nothing to keep; train again with a lower {flag}"
+    return (f"{failed}; its best parameters (val acc {metrics['best_val_acc']:.4f}) are in {metrics['model']}: "
+            f"anynet evaluate {metrics['model']}; train again with a lower {lower}")
 
 
 def _print_run(metrics, out):

@@ -68,6 +68,8 @@ FIXED_ON_RESUME = (
     "lr_schedule", "warmup_epochs", "weight_decay", "reg", "weight_scale", "label_smoothing", "precision", "dtype",
     "batch_size", "seed", "num_training", "num_validation", "augment", "flip_test", "batchnorm", "dropout",
 )
+# Keys that say where and how a run computes, not what it trains: a resumed run or sweep may change them.
+PLACE_KEYS = ("backend", "device", "data_dir", "compile")
 
 
 def flag(key):

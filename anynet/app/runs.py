@@ -166,24 +166,30 @@ def _json_text(obj):
 
 
 def history_of(solver):
-    """The run's losses and accuracies so far, as history.json holds them."""
+    """The run's losses and accuracies so far, as history.json holds them.
+
+    A run stopped by a non-finite loss measured no accuracy at the iteration
+    it stopped at: its ``acc_iterations`` end with its last measurement.
+    """
     return {
         "loss_history": solver.loss_history,
         "train_acc_history": solver.train_acc_history,
         "val_acc_history": solver.val_acc_history,
-        "acc_iterations": _acc_iterations(solver),
+        "acc_iterations": _acc_iterations(solver)[:len(solver.val_acc_history)],
         "iterations_per_epoch": solver.iterations_per_epoch,
     }
 
 
 def write_history(out_dir, history, model):
-    """Write history.json, loss.png, accuracy.png and weights.png into ``out_dir``, each atomically."""
+    """Write history.json, loss.png, accuracy.png and weights.png (not when ``model`` is None), each atomically."""
     from ..data import vis
 
     out_dir = Path(out_dir)
     write_atomic(out_dir / "history.json", _json_text(history))
     vis.plot_history(history, out_dir / "loss.png", kind="loss")
     vis.plot_history(history, out_dir / "accuracy.png", kind="accuracy")
+    if model is None:
+        return
     W1 = model.params["W1"]
     if W1.ndim == 2 and W1.shape[0] == 3 * 32 * 32:
         vis.plot_weights(W1, out_dir / "weights.png")
@@ -192,7 +198,7 @@ def write_history(out_dir, history, model):
 
 
 def write_outputs(out_dir, metrics, history, model):
-    """Write metrics.json, history.json, loss.png, accuracy.png and weights.png into ``out_dir``."""
+    """Write metrics.json, history.json, loss.png, accuracy.png and weights.png (with a ``model``) into ``out_dir``."""
     write_atomic(Path(out_dir) / "metrics.json", _json_text(metrics))
     write_history(out_dir, history, model)
 

@@ -8,6 +8,7 @@ itself is ``anynet.app.config``'s; what a run writes while it trains,
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -20,8 +21,8 @@ from .config import COMPILE, DEFAULTS, FIXED_ON_RESUME, MODELS, applied_config, 
 from .runs import CHECKPOINT, MODEL_FILE, Monitor, RunFolder, TensorBoard, compile_seconds, history_of, write_outputs
 
 __all__ = [
-    "COMPILE", "DEFAULTS", "MODELS", "StopRun", "accuracy", "applied_config", "build_model", "make_config",
-    "resume_config", "train",
+    "COMPILE", "DEFAULTS", "MODELS", "Diverged", "StopRun", "accuracy", "applied_config", "build_model",
+    "make_config", "resume_config", "train",
 ]
 
 
@@ -31,6 +32,21 @@ class StopRun(Exception):
     ``train`` then finishes as at the end of a run (best parameters, files
     written) and its metrics say why in ``stopped``.
     """
+
+
+class Diverged(FloatingPointError):
+    """Raised by ``train`` when the loss became non-finite, once the run's folder holds what it learned.
+
+    ``metrics`` is what metrics.json holds: ``status`` "diverged",
+    ``diverged`` (the ``iteration`` of the first non-finite loss, that
+    ``loss`` and the ``last_finite_loss``), and the accuracies of the best
+    parameters so far, which the model holds and model.npz keeps (``model``
+    is None when there were none: the very first loss was not finite).
+    """
+
+    def __init__(self, message, metrics):
+        super().__init__(message)
+        self.metrics = metrics
 
 
 def build_model(config):
@@ -70,13 +86,16 @@ def _check_before_data(model, config, data):
                          f"({config['num_training']} images)")
 
 
-def resume_config(config, checkpoint):
+def resume_config(config, checkpoint, notes=None):
     """The config to resume ``checkpoint`` with: the saved one, updated by ``config``.
 
     Keys in ``config`` may change where and how long the run goes on (epochs,
-    iterations, backend, device, data_dir, num_test); changing one of the keys
-    that shape the trajectory raises ``ValueError``, and so does changing the
-    length of a run with an ``lr_schedule`` (which reaches 0 at its end).
+    iterations, backend, device, data_dir, num_test, compile); changing one of
+    the keys that shape the trajectory raises ``ValueError``, and so does
+    changing the length of a run with an ``lr_schedule`` (which reaches 0 at
+    its end). On another backend the saved device is dropped (it names one of
+    the old backend's) and a saved ``compile: on`` becomes ``auto`` where the
+    backend cannot compile; a line saying so is appended to the list ``notes``.
     """
     config = dict(config or {})
     _, meta = load_npz(checkpoint)
@@ -91,7 +110,8 @@ def resume_config(config, checkpoint):
     saved = make_config({k: v for k, v in saved.items() if k in DEFAULTS})
     if "epochs" in config and "iterations" not in config:
         config["iterations"] = None
-    given = make_config({**saved, **config})
+    moved = config.get("backend", saved["backend"]) != saved["backend"]
+    given = make_config({**saved, **({"device": None} if moved else {}), **config})
     for key in FIXED_ON_RESUME:
         if key in config and given[key] != saved[key]:
             raise ValueError(
@@ -104,7 +124,20 @@ def resume_config(config, checkpoint):
             f"{_length(saved)[0]} {_length(saved)[1]}; a resumed run keeps that length (got {_length(given)[0]} "
             f"{_length(given)[1]})"
         )
+    if given["compile"] == "on" and "compile" not in config and not _can_compile(given):
+        given["compile"] = "auto"
+        if notes is not None:
+            notes.append(f"{checkpoint} was trained with --compile on; the {given['backend']} backend runs steps "
+                         "eagerly, so the run goes on with --compile auto")
     return given
+
+
+def _can_compile(config):
+    """Whether ``config``'s backend compiles steps (True when it cannot run here: building the model says why)."""
+    try:
+        return backends.get(config["backend"], config["device"]).can_compile
+    except (backends.BackendUnavailableError, ValueError):
+        return True
 
 
 def _length(config):
@@ -187,7 +220,15 @@ def train(config, out_dir=None, data=None, quiet=False, resume=None, tensorboard
         ``iterations``, ``epochs``, ``backend``, ``device``, ``config`` (the
         keys that applied: see ``applied_config``), ``checkpoint`` and
         ``model`` (paths, or None), ``stopped`` (the message of the
-        ``StopRun`` that ended the run early, or None).
+        ``StopRun`` that ended the run early, or None), ``status`` ("ok": the
+        run ended at its length or at a ``StopRun``) and ``diverged`` (None).
+
+    Raises
+    ------
+    Diverged
+        The loss became non-finite: the folder got metrics.json (``status``
+        "diverged"), the history and plots up to the fault and model.npz (the
+        best parameters so far); the exception holds those metrics.
     """
     config = resume_config(config, resume) if resume is not None else make_config(config)
     model = build_model(config)  # before loading data, so bad values fail fast
@@ -197,13 +238,38 @@ def train(config, out_dir=None, data=None, quiet=False, resume=None, tensorboard
     solver = _solver(model, data, config, out_dir, resume)
     start_t = solver.t
     folder = RunFolder(out_dir, solver, resumed=resume is not None) if out_dir is not None else None
-    seconds, stopped = _run(solver, config, quiet, folder, tensorboard, on_epoch)
-    metrics = _metrics(solver, data, config, out_dir, seconds, start_t, stopped)
+    seconds, stopped, fault = _run(solver, config, quiet, folder, tensorboard, on_epoch)
+    kept = fault is None or bool(solver.best_params)  # diverged at the first loss: nothing learned to keep
+    metrics = {"status": "ok" if fault is None else "diverged",
+               **_metrics(solver, data, config, out_dir, seconds, start_t, stopped, kept),
+               "diverged": None if fault is None else _divergence(solver, fault)}
     if folder is not None:
         metrics["write_seconds"] = folder.write_seconds
-        write_outputs(out_dir, metrics, history_of(solver), model)
-        save_model(model, out_dir / MODEL_FILE, metadata={"config": config})
+        write_outputs(out_dir, metrics, history_of(solver), model if kept else None)
+        if kept:
+            save_model(model, out_dir / MODEL_FILE, metadata={"config": config})
+    if fault is not None:
+        raise Diverged(_diverged_message(metrics, kept), metrics) from fault
     return metrics
+
+
+def _diverged_message(metrics, kept):
+    """What ``Diverged`` says: where the loss stopped being finite and where the best parameters are."""
+    where = metrics["diverged"]
+    text = (f"loss became {where['loss'] or 'non-finite'} at iteration {where['iteration']}; last finite loss "
+            f"{where['last_finite_loss']}. Lower the learning rate or the weight scale. ")
+    if not kept:
+        return text + "It learned nothing to keep."
+    return text + (f"The best parameters so far (val acc {metrics['best_val_acc']:g}) are in "
+                   f"{metrics['model'] or 'the model'}.")
+
+
+def _divergence(solver, fault):
+    """Where the loss of a run stopped by ``fault`` (the Solver's FloatingPointError) stopped being finite."""
+    found = re.match(r"loss became (\S+) at iteration", str(fault))
+    finite = solver.loss_history  # every loss up to the first non-finite one
+    return {"iteration": len(finite) + 1, "loss": found.group(1) if found else None,
+            "last_finite_loss": finite[-1] if finite else None}
 
 
 def _data(config, data):
@@ -256,26 +322,30 @@ def _run(solver, config, quiet, folder, tensorboard, on_epoch):
     solver.callback = monitor
     monitor.start()
     start = time.perf_counter()
-    stopped = None
+    stopped = fault = None
     try:
         solver.train()
     except StopRun as exc:
         stopped = str(exc) or "stopped"
         solver._restore_best()  # as train() does at the end of a run: the model ends with its best parameters
+    except FloatingPointError as exc:  # a non-finite loss: the model goes back to the best parameters so far
+        fault = exc
+        solver._restore_best()
     finally:
         monitor.close()
         if board is not None:
             board.close()
-    return time.perf_counter() - start - compile_seconds(solver), stopped
+    return time.perf_counter() - start - compile_seconds(solver), stopped, fault
 
 
-def _metrics(solver, data, config, out_dir, seconds, start_t, stopped):
-    """What metrics.json holds, measured on the model's (best) parameters now."""
+def _metrics(solver, data, config, out_dir, seconds, start_t, stopped, kept=True):
+    """What metrics.json holds, measured on the model's (best) parameters now (none when not ``kept``)."""
     model = solver.model
     X_test, y_test = data.get("X_test"), data.get("y_test")
+    measure = kept and X_test is not None
     return {
-        "val_acc": accuracy(model, data["X_val"], data["y_val"], flip=config["flip_test"]),
-        "test_acc": accuracy(model, X_test, y_test, flip=config["flip_test"]) if X_test is not None else None,
+        "val_acc": accuracy(model, data["X_val"], data["y_val"], flip=config["flip_test"]) if kept else None,
+        "test_acc": accuracy(model, X_test, y_test, flip=config["flip_test"]) if measure else None,
         "best_val_acc": solver.best_val_acc,
         "final_train_acc": solver.train_acc_history[-1] if solver.train_acc_history else None,
         "train_seconds": seconds,
@@ -287,6 +357,6 @@ def _metrics(solver, data, config, out_dir, seconds, start_t, stopped):
         "device": str(model.device),
         "config": applied_config(config),
         "checkpoint": f"{out_dir / CHECKPOINT}.npz" if out_dir is not None else None,
-        "model": str(out_dir / MODEL_FILE) if out_dir is not None else None,
+        "model": str(out_dir / MODEL_FILE) if out_dir is not None and kept else None,
         "stopped": stopped,
     }

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..flags import add_train_flags, config_from_args, positive_int
 from .dependencies import MissingDependency
 from .grid import format_value
+from .manifest import MANIFEST, resumed_settings
 from .plan import SAMPLERS
 from .results import best_row, flag_names
 from .runner import sweep
@@ -27,10 +28,10 @@ def add_parser(subparsers):
         "val_acc_map.png when two or more flags are swept). Any train flag given outside --grid applies to "
         "every trial.",
     )
-    parser.add_argument("--grid", nargs="+", required=True, metavar="FLAG=V1,V2",
+    parser.add_argument("--grid", nargs="+", metavar="FLAG=V1,V2",
                         help="train flags to sweep and their values, e.g. learning-rate=1e-4,1e-3 lr-decay=0.9,0.95 "
                         "(hidden-dims and widths values join widths with x: 100x100, 32x64x128); for random and tpe a "
-                        "number flag's values give its range")
+                        "number flag's values give its range (required unless --resume continues a sweep)")
     parser.add_argument("--sampler", choices=SAMPLERS, default=None,
                         help="grid: every point of the grid (default); random: --trials points drawn from its "
                         "ranges (log-uniform for learning rate, reg and weight scale); tpe: an Optuna study that "
@@ -43,13 +44,15 @@ def add_parser(subparsers):
                         "trials' at that epoch (Optuna's median pruner; the sweep becomes an Optuna study)")
     parser.add_argument("--random", type=positive_int, metavar="N",
                         help="deprecated: --sampler random --trials N")
-    parser.add_argument("--random-seed", type=int, default=0, metavar="S",
-                        help="seed of the sampler's draws (default 0)")
+    parser.add_argument("--random-seed", type=int, metavar="S", help="seed of the sampler's draws (default 0)")
     parser.add_argument("--workers", type=int, metavar="K",
                         help="local worker processes, one thread each (default: one per core; 0: run in this process)")
     parser.add_argument("--scheduler", metavar="ADDRESS", help="send trials to this Dask scheduler (tcp://host:8786)")
     parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="DIR",
-                        help="skip the trials already recorded in DIR (default: --out); a search continues its study")
+                        help=f"continue the sweep in DIR (default: --out) with the flags it recorded there "
+                        f"({MANIFEST}): its finished trials are kept, a search continues its study. Flags given beside "
+                        "it may raise --trials or change --workers, --scheduler, --backend, --device, --data-dir and "
+                        "--quiet")
     parser.add_argument("--out", metavar="DIR", help="folder for the results")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_train_flags(parser)
@@ -59,6 +62,8 @@ def add_parser(subparsers):
 
 def main(args) -> int:
     """Run ``anynet sweep`` from parsed ``args``; print the best trial and return the exit code."""
+    if args.grid is None and args.resume is None:
+        raise ValueError("the following arguments are required: --grid (or --resume DIR, to continue a sweep)")
     out = _out_dir(args)
     if args.workers is not None and args.workers < 0:
         raise ValueError(f"--workers must be 0 or more; got {args.workers}")
@@ -70,19 +75,42 @@ def main(args) -> int:
             raise ValueError(f"--random {args.random} is short for --sampler random --trials {args.random}; give one")
         print(f"anynet sweep: --random is deprecated; use --sampler random --trials {args.random}", file=sys.stderr)
         sampler, trials = "random", args.random
+    settings = {"grid": args.grid, "base": config_from_args(args), "sampler": sampler, "trials": trials,
+                "prune": args.prune, "random_seed": args.random_seed, "workers": args.workers,
+                "scheduler": args.scheduler}
+    if args.resume is not None:
+        settings = resumed_settings(settings, out)
+        _compile_where_it_can(settings["base"], out)
     try:
         rows = sweep(
-            args.grid, config_from_args(args), scheduler=args.scheduler, workers=args.workers, out_dir=out,
-            sampler=sampler, trials=trials, prune=args.prune, random_seed=args.random_seed,
-            resume=args.resume is not None, progress=not args.quiet,
+            settings["grid"], settings["base"], scheduler=settings["scheduler"], workers=settings["workers"],
+            out_dir=out, sampler=settings["sampler"], trials=settings["trials"], prune=settings["prune"],
+            random_seed=settings["random_seed"] or 0, resume=args.resume is not None, progress=not args.quiet,
         )
     except MissingDependency as exc:
         print(f"anynet sweep: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"anynet sweep: interrupted; finished trials are in {out}, continue with --resume", file=sys.stderr)
+        print(f"anynet sweep: interrupted; finished trials are in {out}, continue with: anynet sweep --resume {out}",
+              file=sys.stderr)
         return 130
-    return _report(rows, out, args.prune)
+    return _report(rows, out, settings["prune"])
+
+
+def _compile_where_it_can(base, out):
+    """Make a recorded ``--compile on`` ``auto`` where the backend a resumed sweep runs on cannot compile; say so."""
+    from ... import backends
+
+    if base.get("compile") != "on":
+        return
+    try:
+        if backends.get(base.get("backend") or "numpy", base.get("device")).can_compile:
+            return
+    except (backends.BackendUnavailableError, ValueError):
+        return  # the trials say why
+    base["compile"] = "auto"
+    print(f"anynet sweep: the sweep in {out} was started with --compile on; the {base.get('backend') or 'numpy'} "
+          "backend runs steps eagerly, so its trials go on with --compile auto", file=sys.stderr)
 
 
 def _out_dir(args):
@@ -99,9 +127,10 @@ def _out_dir(args):
 
 def _report(rows, out, prune) -> int:
     """Print how the sweep went and its best trial; the exit code (1 when no trial finished)."""
-    failed = sum(row["status"] not in ("ok", "pruned") for row in rows)
-    pruned = sum(row["status"] == "pruned" for row in rows)
-    note = f", {pruned} pruned" if prune else ""
+    count = {status: sum(row["status"] == status for row in rows) for status in ("pruned", "diverged")}
+    failed = sum(row["status"] in ("error", "lost") for row in rows)
+    note = f", {count['pruned']} pruned" if prune else ""
+    note += f", {count['diverged']} diverged" if count["diverged"] else ""
     print(f"{len(rows)} trials, {failed} failed{note}; results in {Path(out) / 'results.csv'}")
     best = best_row(rows)
     if best is None:
@@ -109,7 +138,8 @@ def _report(rows, out, prune) -> int:
         return 1
     flags = " ".join(f"{k.replace('_', '-')}={format_value(best[k])}" for k in flag_names([best]))
     test = "n/a" if best["test_acc"] is None else f"{best['test_acc']:.4f}"
-    print(f"best: trial {best['trial']}, val acc {best['val_acc']:.4f}, test acc {test}: {flags}")
+    diverged = " (diverged; these are its best parameters')" if best["status"] == "diverged" else ""
+    print(f"best: trial {best['trial']}, val acc {best['val_acc']:.4f}, test acc {test}{diverged}: {flags}")
     if best.get("run_dir"):
         print(f"its run folder: {Path(out) / best['run_dir']}; "
               f"train it again: anynet train --config {Path(out) / 'best.json'}")

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import DEFAULTS, make_config
+from ..config import DEFAULTS, PLACE_KEYS, make_config
 from .grid import expand_grid, flag_key, format_value, sample_grid
-from .results import canonical, jsonable, read_results
+from .manifest import MANIFEST
+from .results import FINISHED, canonical, jsonable, read_results
 from .search import STUDY_DB
 
 SAMPLERS = ("grid", "random", "tpe")
@@ -69,6 +70,9 @@ def previous_rows(out_dir, resume, search, sampler, prune) -> list[dict]:
         raise ValueError(
             f"{out_dir} already holds the results of a sweep; resume it (--resume) or choose another output folder"
         )
+    if (out_dir / MANIFEST).exists() and not resume:
+        raise ValueError(f"{out_dir} already holds a sweep ({MANIFEST}); resume it (--resume) or choose another "
+                         "output folder")
     if (out_dir / STUDY_DB).exists() and not search:
         raise ValueError(f"{out_dir} holds an Optuna study ({STUDY_DB}); resume it with the --sampler and "
                          "--prune it was started with")
@@ -78,33 +82,54 @@ def previous_rows(out_dir, resume, search, sampler, prune) -> list[dict]:
     return previous
 
 
-def plan(grid, base, sampler, trials, random_seed):
-    """The list of (flags, full config) of every trial of a planned sweep: the grid, a part of it, or random points."""
+def plan(grid, base, sampler, trials, random_seed, first=None):
+    """The list of (flags, full config) of every trial of a planned sweep: the grid, a part of it, or random points.
+
+    ``first`` is the number of trials a grid sweep of fewer trials than points
+    was started with (default ``trials``): resumed with more, it keeps those
+    points, under the same numbers, and adds more after them.
+    """
     if sampler == "random":
-        points = sample_grid(grid, trials, seed=random_seed)
+        points = sample_grid(grid, trials, seed=random_seed)  # drawn one after another: more trials, same first ones
     else:
         points = expand_grid(grid)
-        if trials is not None and trials < len(points):
-            # Fewer trials than points: a seeded choice of them, in grid order.
-            keep = np.random.default_rng(random_seed).choice(len(points), size=trials, replace=False)
-            points = [points[i] for i in sorted(keep)]
+        started = trials if first is None else first
+        if trials is not None and started < len(points):  # part of the grid, or so it started
+            points = [points[i] for i in _grid_subset(len(points), trials, random_seed, first)]
     return [(jsonable(point), jsonable({**base, **point})) for point in points]
+
+
+def _grid_subset(size, trials, seed, first):
+    """The indices of ``trials`` of ``size`` grid points: a seeded choice of ``first`` in grid order, then more."""
+    first = trials if first is None else min(first, trials)
+    rng = np.random.default_rng(seed)
+    keep = sorted(int(i) for i in rng.choice(size, size=first, replace=False))
+    if trials > first:
+        rest = np.array([i for i in range(size) if i not in set(keep)])
+        keep += sorted(int(i) for i in rng.permutation(rest)[:trials - first])
+    return keep
+
+
+def _what(config) -> str:
+    """What decides what a trial of ``config`` trains (not where or how it computes), as comparable text."""
+    return canonical({k: v for k, v in config.items() if k not in PLACE_KEYS})
 
 
 def match_previous(previous, trials):
     """Split the plan into finished rows (renumbered to their plan index) and the indices still to run.
 
-    A recorded trial counts as finished when it ended ``ok`` or ``error``;
-    ``lost`` trials (their workers kept dying) run again. Rows that are not in
-    the plan are kept, numbered after it.
+    A recorded trial counts as finished when it ended ``ok``, ``error`` or
+    ``diverged``; ``lost`` trials (their workers kept dying) run again.
+    Backend, device, data folder and compiling aside, the configs must be
+    equal. Rows that are not in the plan are kept, numbered after it.
     """
     by_config: dict[str, list] = {}
     for row in previous:
-        if row.get("status") in ("ok", "error"):
-            by_config.setdefault(canonical(row["config"]), []).append(row)
+        if row.get("status") in FINISHED:
+            by_config.setdefault(_what(row["config"]), []).append(row)
     done, pending = [], []
     for index, (_, config) in enumerate(trials):
-        matches = by_config.get(canonical(config))
+        matches = by_config.get(_what(config))
         if matches:
             done.append({**matches.pop(0), "trial": index})
         else:

@@ -15,7 +15,11 @@ from .grid import LOG_KEYS, format_value
 # Columns every row has, after the swept flags; anything else but "config" is a flag.
 METRICS = ("val_acc", "test_acc", "train_seconds", "images_per_second")
 COLUMNS = (*METRICS, "worker", "attempts", "status", "run_dir", "error")
-STATUSES = ("ok", "pruned", "error", "lost")
+STATUSES = ("ok", "pruned", "error", "lost", "diverged")
+# Trials that finished with a validation accuracy that counts: a diverged one has its best parameters' accuracy.
+SCORED = ("ok", "diverged")
+# Trials that ran to an end: a resumed sweep keeps them and never runs them again (``lost`` ones it does).
+FINISHED = ("ok", "pruned", "error", "diverged")
 _NOT_FLAGS = ("trial", "config", "traceback")
 RESULTS_JSON, RESULTS_CSV, BEST_JSON, PLOT_PNG = "results.json", "results.csv", "best.json", "val_acc.png"
 MAP_PNG = "val_acc_map.png"
@@ -51,9 +55,14 @@ def flag_names(rows) -> list[str]:
     return list(names)
 
 
+def scored(rows):
+    """The rows of trials that finished with a validation accuracy: ``ok``, and ``diverged`` (their best one)."""
+    return [r for r in rows if r.get("status") in SCORED and isinstance(r.get("val_acc"), (int, float))]
+
+
 def best_row(rows):
-    """The finished row with the highest ``val_acc`` (the earliest on ties), or None."""
-    done = [r for r in rows if r.get("status") == "ok" and isinstance(r.get("val_acc"), (int, float))]
+    """The scored row (see ``scored``) with the highest ``val_acc`` (the earliest on ties), or None."""
+    done = scored(rows)
     return max(done, key=lambda r: (r["val_acc"], -r["trial"]), default=None)
 
 
@@ -95,6 +104,7 @@ def write_results(out_dir, rows) -> None:
     if best is not None:
         summary = {
             "trial": best["trial"],
+            "status": best["status"],
             "val_acc": best["val_acc"],
             "test_acc": best.get("test_acc"),
             "flags": {k: best[k] for k in flag_names([best])},
@@ -136,7 +146,7 @@ def plot_results(out_dir, rows, keys) -> Path | None:
     When two or more of ``keys`` vary, ``val_acc_map.png`` shows validation
     accuracy over the first two of them (``plot_map``).
     """
-    done = [r for r in rows if r.get("status") == "ok" and r.get("val_acc") is not None]
+    done = scored(rows)
     keys = [k for k in keys if any(k in r for r in done)]
     if not done or not keys:
         return None
@@ -184,8 +194,8 @@ def map_cells(rows, x_key, y_key):
     share values: when the grid would be more than half empty, None
     (``plot_map`` then draws a scatter).
     """
-    ran = [r for r in rows if r.get("status") in ("ok", "pruned", "error") and x_key in r and y_key in r]
-    done = [r for r in ran if r.get("status") == "ok" and r.get("val_acc") is not None]
+    ran = [r for r in rows if r.get("status") in FINISHED and x_key in r and y_key in r]
+    done = scored(ran)
     labels = {}
     for key in (x_key, y_key):
         values = {format_value(r[key]): r[key] for r in ran}
@@ -223,7 +233,7 @@ def plot_map(out_dir, rows, x_key, y_key) -> Path | None:
     on log axes for learning rate, reg and weight scale, pruned trials as grey
     crosses. The best trial is framed or starred. Returns the path, or None when no trial finished.
     """
-    done = [r for r in rows if r.get("status") == "ok" and r.get("val_acc") is not None]
+    done = scored(rows)
     if not done:
         return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from .dependencies import require
 from .grid import parse_grid
+from .manifest import first_trials, read_manifest, write_manifest
 from .plan import check_args, check_points, match_previous, plan, previous_rows, shared_config
-from .results import best_row, plot_results, write_results
+from .results import FINISHED, METRICS, best_row, jsonable, plot_results, write_results
 from .trials import config_only, execute, outcome, run_trial, submit, takes_run_arguments
 
 TRIALS_DIR = "trials"
@@ -49,7 +50,9 @@ def sweep(grid, base_config=None, client=None, *, scheduler=None, workers=None, 
     out_dir : str or path, optional
         Write ``results.csv``, ``results.json`` and ``best.json`` there after
         every finished trial, each trial's run folder under ``trials/``, the
-        plots at the end, and a search's Optuna study (``study.db``).
+        plots at the end, a search's Optuna study (``study.db``), and, when
+        the sweep starts, what it runs with (``sweep.json``, which ``anynet
+        sweep --resume DIR`` reads).
     sampler : {"grid", "random", "tpe"}, optional
         ``grid`` (default): every point of the grid, or ``trials`` of them
         chosen at random. ``random``: ``trials`` points drawn from the grid's
@@ -70,8 +73,12 @@ def sweep(grid, base_config=None, client=None, *, scheduler=None, workers=None, 
         Seed of the sampler's draws.
     resume : bool
         Keep the trials already recorded in ``out_dir`` and run only the rest
-        (a search continues its study). Without it, an ``out_dir`` that
-        already holds results is refused.
+        (a search continues its study). A trial that was training when the
+        sweep stopped runs again under its number, from its checkpoint
+        (``run_trial``); a search's is recorded ``lost`` and its point
+        queued again. Backend, device, data folder and compiling may differ
+        from the recorded trials'. Without ``resume``, an ``out_dir`` that
+        already holds a sweep is refused.
     trial : callable, optional
         ``trial(config, out_dir=None, on_epoch=None) -> metrics`` run for each
         point; default ``run_trial``, which calls ``anynet.app.train.train`` on
@@ -96,7 +103,8 @@ def sweep(grid, base_config=None, client=None, *, scheduler=None, workers=None, 
         One row per trial, in trial order: ``trial`` (its index, or the
         study's trial number), the swept flags, ``val_acc``, ``test_acc``,
         ``train_seconds``, ``images_per_second``, ``worker``, ``attempts``,
-        ``status`` (``ok``, ``pruned``, ``error`` or ``lost``), ``run_dir``
+        ``status`` (``ok``, ``pruned``, ``error``, ``lost``, or
+        ``diverged``: finished, with the accuracies of its best parameters before its loss diverged), ``run_dir``
         (the trial's folder relative to ``out_dir``, or None), ``error`` and
         ``config`` (the whole train config).
 
@@ -120,10 +128,12 @@ def sweep(grid, base_config=None, client=None, *, scheduler=None, workers=None, 
     size = math.prod(len(values) for values in grid.values())  # without listing the points: a range has two
     if sampler == "grid" and trials is not None and trials > size:
         raise ValueError(f"trials must be at most the grid's {size} points for the grid sampler; got {trials}")
-    planned = None if search else plan(grid, base, sampler, trials, random_seed)
+    out_dir = None if out_dir is None else Path(out_dir)
+    first = first_trials(read_manifest(out_dir) if out_dir is not None and resume else None, grid, sampler, trials,
+                         random_seed)
+    planned = None if search else plan(grid, base, sampler, trials, random_seed, first)
     check_points([flags for flags, _ in planned] if planned is not None else
                  [{key: value} for key, values in grid.items() for value in values], base)
-    out_dir = None if out_dir is None else Path(out_dir)
     previous = previous_rows(out_dir, resume, search, sampler, prune)
     sweep_id = uuid.uuid4().hex[:12]
     if search:
@@ -132,6 +142,9 @@ def sweep(grid, base_config=None, client=None, *, scheduler=None, workers=None, 
     else:
         rows, pending = match_previous(previous, planned) if out_dir is not None else ([], list(range(len(planned))))
         todo = len(pending)
+    if out_dir is not None:  # checked: what it runs with, for --resume DIR alone
+        write_manifest(out_dir, grid=grid, base_config=base_config, sampler=sampler, trials=trials, first_trials=first,
+                       prune=prune, random_seed=random_seed, workers=workers, scheduler=scheduler)
     bar = _Progress(todo, progress)
     table = _Table(out_dir, rows, bar)
     own = ()
@@ -164,14 +177,30 @@ def _require(search, in_process, sampler, prune):
 
 
 def _open_search(grid, sampler, out_dir, trials, prune, random_seed, resume, base, previous):
-    """The study of a search sweep, its space, the rows it has finished and how many trials are left to run."""
+    """The study of a search sweep, its space, its rows so far and how many trials are left to run.
+
+    The rows are the finished trials and the ``lost`` ones, kept in the table
+    (they point to their folders) but not counted: their points run again.
+    """
     from .search import Space, open_study, settle_stale
 
     space = Space(grid, sampler)
     study = open_study(out_dir, space, trials, prune, random_seed, resume, base)
-    settle_stale(study, previous)
-    rows = [row for row in previous if row.get("status") in ("ok", "error", "pruned")]
-    return study, space, rows, max(trials - len(rows), 0)
+    stale = settle_stale(study, previous)
+    rows = [row for row in previous if row.get("status") in (*FINISHED, "lost")]
+    if out_dir is not None and stale:
+        rows += [_lost_row(number, space.point(params), base) for number, params in stale]
+        write_results(out_dir, rows)
+    return study, space, rows, max(trials - sum(row["status"] in FINISHED for row in rows), 0)
+
+
+def _lost_row(number, flags, base):
+    """The row of search trial ``number``, which was training when its sweep stopped: its point is queued again."""
+    flags = jsonable(flags)
+    return {"trial": number, **flags, **dict.fromkeys(METRICS), "worker": "", "attempts": 1, "status": "lost",
+            "run_dir": f"{TRIALS_DIR}/{number:04d}",
+            "error": "the sweep stopped while it trained; its flags were queued to train again as a new trial, and "
+                     "its folder keeps what it trained", "config": jsonable({**base, **flags})}
 
 
 class _Progress:

@@ -10,9 +10,11 @@ sweep killed at any moment leaves a study that ``--resume`` continues.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
+from ..config import PLACE_KEYS
 from .dependencies import require
 from .grid import LOG_KEYS, _kind, _round, format_value
 from .pruning import Answerer, LocalPruning, RemotePruning
@@ -123,7 +125,7 @@ def open_study(out_dir, space: Space, trials: int, prune: bool, seed: int, resum
     """
     optuna = require("optuna", f"--sampler {space.sampler}" + (" --prune" if prune else ""))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    plan = {"sampler": space.sampler, "prune": bool(prune), "grid": canonical(space.grid), "base": canonical(base)}
+    plan = {"sampler": space.sampler, "prune": bool(prune), "grid": canonical(space.grid), "base": _trained(base)}
     storage = None
     if out_dir is not None:
         path = Path(out_dir) / STUDY_DB
@@ -139,7 +141,9 @@ def open_study(out_dir, space: Space, trials: int, prune: bool, seed: int, resum
     saved = study.user_attrs.get("plan")
     if saved is None:
         study.set_user_attr("plan", plan)
-    elif saved != plan:
+    elif isinstance(saved, dict) and isinstance(saved.get("base"), str):
+        saved = {**saved, "base": _trained(json.loads(saved["base"]))}  # older studies recorded the place too
+    if saved is not None and saved != plan:
         changed = [name for name in ("sampler", "prune", "grid", "base") if saved.get(name) != plan[name]]
         raise ValueError(
             f"--resume continues the study in {out_dir} with the flags it was started with; these differ: "
@@ -151,31 +155,43 @@ def open_study(out_dir, space: Space, trials: int, prune: bool, seed: int, resum
     return study
 
 
-def settle_stale(study, rows) -> None:
+def _trained(base: dict) -> str:
+    """The shared flags that decide what the trials train (not where or how they compute), as comparable text."""
+    return canonical({k: v for k, v in base.items() if k not in PLACE_KEYS})
+
+
+def settle_stale(study, rows) -> list:
     """Close the study's trials left running by a sweep that stopped: with their result when one was recorded.
 
     A trial whose row was written just before the crash keeps its result; one
     that was still training counts as failed, and its point is queued to be
     trained again (the grid sampler would otherwise count it as visited).
+    Returns ``(number, params)`` of each of those, for the table to say so.
     """
     import optuna
 
     by_trial = {row["trial"]: row for row in rows}
+    stale = []
     for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         tell(study, frozen.number, by_trial.get(frozen.number), frozen.params)
+        if frozen.number not in by_trial:
+            stale.append((frozen.number, dict(frozen.params)))
+    return stale
 
 
 def tell(study, number: int, row, params) -> None:
     """Tell the study how trial ``number`` ended, from its row (None: it did not finish).
 
-    A trial that did not finish, or whose workers kept dying (``lost``), fails
-    in the study and its ``params`` are queued for a trial to come.
+    A diverged trial counts with the validation accuracy of its best
+    parameters, so that the sampler learns what its region is worth. A trial
+    that did not finish, or whose workers kept dying (``lost``), fails in the
+    study and its ``params`` are queued for a trial to come.
     """
     import optuna
 
     state = optuna.trial.TrialState
     status = None if row is None else row.get("status")
-    if status == "ok" and row.get("val_acc") is not None:
+    if status in ("ok", "diverged") and row.get("val_acc") is not None:
         study.tell(number, float(row["val_acc"]), skip_if_finished=True)
     elif status == "pruned":
         study.tell(number, state=state.PRUNED, skip_if_finished=True)

@@ -10,9 +10,11 @@ with how many times the trial ran (its worker may have died).
 from __future__ import annotations
 
 import inspect
+import sys
 import threading
 import traceback
 from collections import Counter, OrderedDict
+from pathlib import Path
 
 from .results import METRICS
 
@@ -69,7 +71,9 @@ def run_trial(config: dict, out_dir=None, on_epoch=None) -> dict:
         A ``train`` config (keys are the train flags with underscores).
     out_dir : str or path, optional
         The trial's run folder: ``train`` writes metrics, history, plots,
-        checkpoint and model.npz there.
+        checkpoint and model.npz there. When it already holds a checkpoint of
+        this very config (the trial was training when its sweep or worker
+        died), training goes on from that checkpoint (``continued_checkpoint``).
     on_epoch : callable, optional
         Passed to ``train``: called with each epoch's row, may raise
         ``anynet.app.train.StopRun`` to end the run early (pruning).
@@ -82,7 +86,35 @@ def run_trial(config: dict, out_dir=None, on_epoch=None) -> dict:
     """
     from ..train import train
 
-    return train(config, out_dir=out_dir, data=cached_data(config), quiet=True, on_epoch=on_epoch)
+    return train(config, out_dir=out_dir, data=cached_data(config), quiet=True, on_epoch=on_epoch,
+                 resume=continued_checkpoint(config, out_dir))
+
+
+def _trajectory(config: dict) -> str:
+    """What decides what a run of ``config`` trains (not where or how it computes), as comparable text."""
+    from ..config import DEFAULTS, PLACE_KEYS, make_config
+    from .results import canonical
+
+    full = make_config({k: v for k, v in config.items() if k in DEFAULTS})
+    return canonical({k: v for k, v in full.items() if k not in PLACE_KEYS})
+
+
+def continued_checkpoint(config: dict, out_dir):
+    """``out_dir``'s checkpoint.npz when it is a training checkpoint of ``config`` (place aside), else None."""
+    from ...training.checkpoint import CheckpointError, is_training_checkpoint, load_npz
+    from ..runs import CHECKPOINT
+
+    path = None if out_dir is None else Path(out_dir) / f"{CHECKPOINT}.npz"
+    if path is None or not path.is_file():
+        return None
+    try:
+        _, meta = load_npz(path)
+        saved = meta.get("metadata", {}).get("config")
+        if is_training_checkpoint(meta) and isinstance(saved, dict) and _trajectory(saved) == _trajectory(config):
+            return path
+    except (CheckpointError, ValueError, TypeError):
+        pass  # a torn or foreign file: the trial trains afresh over it
+    return None
 
 
 def config_only(trial, config, out_dir=None, on_epoch=None):
@@ -103,6 +135,8 @@ def takes_run_arguments(trial) -> bool:
 
 def _dask_worker():
     """The Dask worker running this code, or None outside one."""
+    if "distributed" not in sys.modules:  # a worker has it loaded; a sweep in this process need not (a second)
+        return None
     try:
         from distributed import get_worker
     except ImportError:
@@ -134,7 +168,8 @@ def _limit_threads(config) -> None:
 def execute(trial, config: dict, sweep_id: str, index: int, run_dir=None, on_epoch=None) -> dict:
     """Run ``trial(config, out_dir=run_dir, on_epoch=on_epoch)`` and turn what happens into a row.
 
-    An exception becomes an error row; a run that ``on_epoch`` stopped early, a ``pruned`` one.
+    An exception becomes an error row; a run that ``on_epoch`` stopped early, a ``pruned`` one; a run whose
+    loss diverged (``anynet.app.train.Diverged``), a ``diverged`` one with the accuracies of its best parameters.
     """
     worker = _dask_worker()
     if worker is not None:
@@ -147,15 +182,18 @@ def execute(trial, config: dict, sweep_id: str, index: int, run_dir=None, on_epo
     row = {"worker": worker.address if worker is not None else "in-process", "status": "ok", "error": ""}
     try:
         metrics = trial(config, out_dir=run_dir, on_epoch=on_epoch)
-        for name in METRICS:
-            value = metrics[name]
-            row[name] = None if value is None else float(value)
+        _measured(row, metrics)
         if metrics.get("stopped"):
             row.update(status="pruned", error=str(metrics["stopped"]))
+    except FloatingPointError as exc:  # diverged: what ``train`` kept of it (else an error like any other)
+        metrics = getattr(exc, "metrics", None)
+        if isinstance(metrics, dict) and isinstance(metrics.get("diverged"), dict) and set(METRICS) <= set(metrics):
+            _measured(row, metrics)
+            row.update(status="diverged", error=_divergence_note(metrics))
+        else:
+            _failed(row, exc)
     except Exception as exc:  # a failed trial is a result, not the end of the sweep
-        row.update({name: None for name in METRICS})
-        row.update(status="error", error=f"{type(exc).__name__}: {exc}")
-        row["traceback"] = traceback.format_exc(limit=-4)
+        _failed(row, exc)
     finally:
         close = getattr(on_epoch, "close", None)
         if close is not None:
@@ -164,6 +202,30 @@ def execute(trial, config: dict, sweep_id: str, index: int, run_dir=None, on_epo
             except Exception:  # tidying up must not turn a result into an error
                 pass
     return row
+
+
+def _measured(row: dict, metrics: dict) -> None:
+    """Copy a trial's ``METRICS`` from the metrics it returned into its row."""
+    for name in METRICS:
+        value = metrics[name]
+        row[name] = None if value is None else float(value)
+
+
+def _failed(row: dict, exc: BaseException) -> None:
+    """Make ``row`` the error row of ``exc``, raised by its trial."""
+    row.update({name: None for name in METRICS})
+    row.update(status="error", error=f"{type(exc).__name__}: {exc}")
+    row["traceback"] = traceback.format_exc(limit=-4)
+
+
+def _divergence_note(metrics: dict) -> str:
+    """The error column of a diverged trial: where its loss stopped being finite, and what it kept."""
+    where = metrics["diverged"]
+    last = where.get("last_finite_loss")
+    note = f"loss became {where.get('loss') or 'non-finite'} at iteration {where.get('iteration')}"
+    note += "" if last is None else f" (last finite loss {last:.4g})"
+    kept = "its val_acc is that of its best parameters" if metrics.get("val_acc") is not None else "nothing was kept"
+    return f"{note}; {kept}"
 
 
 def submit(client, trial, config, sweep_id, index, retries, run_dir, on_epoch=None):
@@ -187,6 +249,6 @@ def outcome(client, future, sweep_id, index, bar):
         if msg.get("sweep") == sweep_id and msg.get("trial") == index
     ]
     if len(starts) > 1:
-        died = ", ".join(starts[:-1] if row["status"] in ("ok", "pruned") else starts)
+        died = ", ".join(starts[:-1] if row["status"] in ("ok", "pruned", "diverged") else starts)
         bar.note(f"trial {index}: its worker died ({died}); run {len(starts)} times, now {row['status']}")
     return row, max(len(starts), 1)
