@@ -67,7 +67,7 @@ def test_train_end_to_end(tmp_path, data_dir):
     expected = {**DEFAULTS, "data_dir": str(data_dir), "hidden_dims": [20], "batch_size": 50,
                 "epochs": 3, "num_training": 150, "num_validation": 50, "num_test": 100, "weight_scale": 1e-3,
                 "lr_decay": 0.95, "batchnorm": False, "dropout": 0.0}
-    for key in ("iterations", "widths", "convs_per_stage", "filter_size", "label_smoothing", "precision"):
+    for key in ("iterations", "widths", "convs_per_stage", "pool_after", "filter_size", "label_smoothing", "precision"):
         del expected[key]
     assert metrics["config"] == expected
     assert metrics["compile_seconds"] >= 0.0 and metrics["write_seconds"] >= 0.0

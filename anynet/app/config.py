@@ -18,6 +18,7 @@ DEFAULTS = {
     "hidden_dims": None,  # the model's (MODEL_DEFAULTS), like every None below but device, data_dir, iterations
     "widths": None,
     "convs_per_stage": None,
+    "pool_after": None,
     "filter_size": None,
     "update_rule": "sgd",
     "learning_rate": 1e-3,
@@ -54,6 +55,7 @@ MODEL_DEFAULTS = {
     "weight_scale": {"two-layer": 1e-3, "fc": 1e-3, "cnn": None},
     "widths": {"cnn": [32, 64, 128]},
     "convs_per_stage": {"cnn": 1},
+    "pool_after": {"cnn": None},  # None: after each stage's last convolution
     "filter_size": {"cnn": 3},
     "label_smoothing": {"cnn": 0.0},
     "precision": {"cnn": "float32"},
@@ -64,7 +66,8 @@ COMPILE = {"auto": "auto", "on": True, "off": False}  # --compile -> the Solver'
 _CHOICES = {"compile": tuple(COMPILE), "lr_schedule": (None, *LR_SCHEDULES), "precision": (None, *PRECISIONS)}
 # Keys that shape the trajectory of a run: a resumed run must keep them.
 FIXED_ON_RESUME = (
-    "model", "hidden_dims", "widths", "convs_per_stage", "filter_size", "update_rule", "learning_rate", "lr_decay",
+    "model", "hidden_dims", "widths", "convs_per_stage", "pool_after", "filter_size", "update_rule", "learning_rate",
+    "lr_decay",
     "lr_schedule", "warmup_epochs", "weight_decay", "reg", "weight_scale", "label_smoothing", "precision", "dtype",
     "batch_size", "seed", "num_training", "num_validation", "augment", "flip_test", "batchnorm", "dropout",
 )

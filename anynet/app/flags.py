@@ -140,9 +140,12 @@ def _add_model_flags(add):
     add("--dropout", key="dropout", type=non_negative_float, metavar="P",
         help="(two-layer, fc) probability of dropping a hidden unit (default: 0)")
     add("--widths", key="widths", type=positive_int, nargs="+", metavar="N",
-        help="(cnn) filters of each stage; each stage ends in a 2x2 max pool (default: 32 64 128)")
+        help="(cnn) filters of each stage; each stage has a 2x2 max pool (default: 32 64 128)")
     add("--convs-per-stage", key="convs_per_stage", type=positive_int, metavar="K",
         help="(cnn) convolutions in each stage (default: 1)")
+    add("--pool-after", key="pool_after", type=positive_int, metavar="J",
+        help="(cnn) the convolution of each stage its 2x2 max pool follows; 1 with --convs-per-stage 2 is "
+             "airbench's conv-pool-conv block (default: the last)")
     add("--filter-size", key="filter_size", type=odd_positive_int, metavar="F",
         help="(cnn) height and width of the filters, odd (default: 3)")
     add("--batchnorm", key="batchnorm", action=argparse.BooleanOptionalAction,

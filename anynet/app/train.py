@@ -59,7 +59,7 @@ def build_model(config):
         _check_precision(config)
         return ConvNet(config["widths"], config["convs_per_stage"], config["filter_size"],
                        batchnorm=config["batchnorm"], label_smoothing=config["label_smoothing"],
-                       precision=config["precision"], **common)
+                       precision=config["precision"], pool_after=config["pool_after"], **common)
     if config["model"] == "two-layer":
         return TwoLayerNet(hidden_dims=config["hidden_dims"][0], dropout=config["dropout"], **common)
     return FullyConnectedNet(config["hidden_dims"], use_batchnorm=config["batchnorm"], dropout=config["dropout"],

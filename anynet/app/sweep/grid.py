@@ -31,6 +31,7 @@ _KINDS = {
     "warmup_epochs": float,
     "label_smoothing": float,
     "convs_per_stage": int,
+    "pool_after": int,
     "filter_size": int,
     "batchnorm": bool,
     "augment": bool,
