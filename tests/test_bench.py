@@ -308,6 +308,9 @@ def _script(name, *args):
     ("peak_memory", ["--num-train", "100", "--epochs", "1", "--batch-size", "20", "--hidden", "5"],
      r"^peak resident host memory: "),
     ("sync_check", ["--help"], r"^usage: sync_check.py "),  # it needs a GPU; --help imports what it runs
+    ("cnn", ["--contestants", "anynet-numpy", "twin", "--widths", "4", "8", "--batch-size", "8", "--steps", "1",
+             "--rounds", "1"], r"^twin +median +[\d.]+ images/s +[\d.]+x anynet-numpy"),
+    ("cnn_twin", ["--help"], r"^usage: cnn_twin.py "),  # it trains on CIFAR-10 for minutes
 ])
 def test_every_benchmark_script_runs(script, args, expected):
     result = _script(script, *args)

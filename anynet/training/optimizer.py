@@ -105,6 +105,9 @@ class Optimizer:
         Parameter name -> hyperparameters that replace ``config``'s for it.
     backend : anynet.backends.Backend, optional
         Where the parameters live: it chooses the layout (``Backend.update_layout``).
+    scalars : {None, "arrays", "python"}
+        How the state holds learning rates and step counts (``Plan.scalars``); None: arrays where the backend
+        can compile, Python numbers elsewhere.
 
     Attributes
     ----------
@@ -116,7 +119,10 @@ class Optimizer:
         on these).
     """
 
-    def __init__(self, rule, config=None, param_configs=None, backend=None):
+    def __init__(self, rule, config=None, param_configs=None, backend=None, scalars=None):
+        if scalars not in (None, "arrays", "python"):
+            raise ValueError(f'scalars must be None, "arrays" or "python"; got {scalars!r}')
+        self.scalars = scalars
         self.rule = resolve_rule(rule)
         self.config = dict(config or {})
         self.param_configs = {name: dict(c) for name, c in (param_configs or {}).items()}
@@ -139,7 +145,8 @@ class Optimizer:
         entries = {p: _entry(self.rule, configs[p], params[p]) for p in params}
         self.rates = {p: entry["rate"] for p, entry in entries.items()}
         layout, threads = self._layout(), self.backend.threads() if self.backend is not None else 1
-        scalars = "python" if self.backend is not None and not self.backend.can_compile else "arrays"
+        scalars = self.scalars or ("python" if self.backend is not None and not self.backend.can_compile
+                                   else "arrays")
         self.plan = Plan(self.rule, tuple(_groups(layout, threads, entries, params)), *self._threads(), scalars)
         return [self._group_state(group, entries, params) for group in self.plan.groups]
 

@@ -160,7 +160,10 @@ class Solver:
         # betas) where the model says which parameters are weights.
         weights = getattr(model, "weight_names", None) if is_builtin(self.update_rule) else None
         no_decay = {} if weights is None else {p: {"weight_decay": 0.0} for p in model.params if p not in weights}
-        self.optimizer = Optimizer(self.update_rule, self.optim_config, no_decay, backend=self.backend)
+        # A compiled step takes the learning rates and step counts as 0-d arrays (numbers would be compiled in);
+        # an eager one as Python numbers (an operation on a 0-d array costs a library call, on a GPU a launch).
+        self.optimizer = Optimizer(self.update_rule, self.optim_config, no_decay, backend=self.backend,
+                                   scalars="arrays" if self.compiled else "python")
         self.X_train, self.y_train, self.X_val, self.y_val = move_data(model, self.backend, data)
         N = self.X_train.shape[0]
         if self.batch_size > N:
@@ -217,6 +220,7 @@ class Solver:
     def _reset(self):
         """Set up the bookkeeping of a fresh run."""
         self._written = {}  # the parameters the last step wrote into the model
+        self._batch = None
         self._last = None  # (statics, compiled functions) of the last step
         self.epoch = 0
         self.t = 0
@@ -268,7 +272,7 @@ class Solver:
         if self.lr_schedule is not None or self.warmup_iterations:
             schedule = (self.lr_schedule or "constant", self.warmup_iterations, self.num_iterations)
         return Statics(spec, self.optimizer.plan, self.backend, self.optimizer.single_rate(), self.augment, schedule,
-                       self.flip_test, backends.fast_paths(), gather_labels=self.compiled)
+                       self.flip_test, backends.fast_paths(), self.batch_size if self.compiled else None)
 
     def _functions(self, statics):
         """``(step, count)`` of ``statics``: compiled (once per model, statics and shapes) or as they are."""
@@ -298,10 +302,10 @@ class Solver:
         """One minibatch update; never waits on the device."""
         k = self.t % self.iterations_per_epoch
         batch = slice(k * self.batch_size, (k + 1) * self.batch_size)
-        idx = self._order[batch]
-        # A compiled step gathers the labels itself (fused); an eager one takes a slice of the ordered labels (a
-        # view: no launch on a GPU).
-        y = self.y_train if self.compiled else self._y_order[batch]
+        if self.compiled:  # the step picks its batch itself, at the position it carries (Statics.batch_size)
+            idx, y = self._order, self.y_train
+        else:  # a slice of the ordered labels is a view: no launch on a GPU
+            idx, y = self._order[batch], self._y_order[batch]
         model = self.model
         bn_state = model.bn_state() if hasattr(model, "bn_state") else []
         state = {"params": self._params(), "optim": self._optim_state, "bn": bn_state, "rng": self._rng_state}
@@ -310,13 +314,19 @@ class Solver:
             if self._count is None:  # the step count on the device, carried from here on (never read back)
                 self._count = self.backend.xp.asarray(float(self.t), device=self.backend.device)
             state["t"] = self._count
+        if self.compiled:
+            if self._batch is None or self._batch[1] != k:  # the batch's position on the device, carried on
+                self._batch = (self.backend.xp.asarray(k, device=self.backend.device), k)
+            state["batch"] = self._batch[0]
         step = self._functions(statics)[0]
         state, loss = self._timed(step, state, self.X_train, y, idx)
         model.params.update(state["params"])
         self._written = state["params"]
         if bn_state:
             model.set_bn_state(state["bn"])
-        self._optim_state, self._rng_state, self._count = state["optim"], state["rng"], state.get("t")
+        self._optim_state, self._rng_state = state["optim"], state["rng"]
+        self._count = state.get("t")
+        self._batch = (state["batch"], k + 1) if self.compiled else None
         self.last_loss = loss
         self._pending_losses.append(loss)
 
@@ -329,6 +339,7 @@ class Solver:
             self._y_order = self.backend.take_rows(self.y_train, self._order)
         self._rng_state = self.backend.rng_state((self.seed, epoch))
         self._drawn = (self.seed, epoch)
+        self._batch = None  # (the next step's position in the order on the device, and on the host)
 
     def _flush_losses(self):
         """Copy pending losses to the host in one transfer; stop on a non-finite one."""

@@ -1,9 +1,8 @@
 """The training step: one pure function of its state, run as it is (eager) or compiled by the backend.
 
 ``train_step(statics, state, X_train, y, idx) -> (state, loss)`` gathers
-the minibatch ``idx`` from the training images on the device (and its
-labels, in a compiled step; an eager one is given them, sliced from the
-epoch's ordered labels: no gather), runs the
+the minibatch ``idx`` from the training images on the device (a compiled
+step picks ``idx`` and the labels itself: ``Statics.batch_size``), runs the
 model's forward and backward pass and the optimizer's update, and returns
 the new state. ``state`` holds arrays only:
 
@@ -51,9 +50,13 @@ class Statics:
     ``schedule`` is ``(kind, warmup, total)`` of a per-step learning-rate
     schedule (``rate_factor``), or None; ``flip_test`` averages each image's
     scores with its mirror's in the accuracy count; ``fast_paths`` is
-    ``anynet.backends.fast_paths()`` (the layers traced depend on it);
-    ``gather_labels``: ``y`` is the whole set's labels, gathered by ``idx``
-    inside the step (fused in a compiled one), not the batch's.
+    ``anynet.backends.fast_paths()`` (the layers traced depend on it).
+    ``batch_size`` (a compiled step's): the step is given the whole
+    training set's labels and the epoch's order of the images, and picks its
+    minibatch itself, at the position ``state["batch"]`` it carries (no
+    slicing outside it: an eager slice of a JAX array costs a dispatch per
+    step); an eager step (``batch_size`` None) is given its minibatch's
+    indices and labels.
     """
 
     model: Any
@@ -64,7 +67,7 @@ class Statics:
     schedule: tuple | None = None
     flip_test: bool = False
     fast_paths: bool = True
-    gather_labels: bool = False
+    batch_size: int | None = None
 
 
 class Draws:
@@ -80,11 +83,14 @@ class Draws:
 
 def train_step(statics, state, X_train, y, idx):
     """``(state, loss)`` after one step on the minibatch ``idx`` of the training images, labelled ``y`` (see
-    ``Statics.gather_labels``)."""
+    ``Statics.batch_size``: compiled, ``y`` and ``idx`` are the whole set's labels and the epoch's order)."""
     backend, spec = statics.backend, statics.model
-    X = backend.take_rows(X_train, idx)
-    if statics.gather_labels:
+    if statics.batch_size is not None:
+        xp, B = backend.xp, statics.batch_size
+        idx = backend.take_rows(idx, state["batch"] * B + xp.arange(B, dtype=state["batch"].dtype,
+                                                                     device=backend.device))
         y = backend.take_rows(y, idx)
+    X = backend.take_rows(X_train, idx)
     params, optim_state = state["params"], state["optim"]
     bn_params = spec.bn_params_of(state["bn"], "train")
     draws = Draws(backend, state["rng"])
@@ -105,8 +111,9 @@ def train_step(statics, state, X_train, y, idx):
         next_params, optim_state = update(statics.plan, optim_state, params, grads, factor)
     next_state = {"params": next_params, "optim": optim_state, "bn": [(bn["running_mean"], bn["running_var"])
                                                                       for bn in bn_params], "rng": draws.state}
-    if "t" in state:
-        next_state["t"] = state["t"] + 1
+    for counter in ("t", "batch"):
+        if counter in state:
+            next_state[counter] = state[counter] + 1
     return next_state, loss
 
 
