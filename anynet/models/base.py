@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ..backends import Generator, OnBackend
 from ..nn import checks
+from ..nn.gradient_check import register_parameters
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,11 @@ class Model(OnBackend):
     """
 
     bn_names: tuple[str, ...] = ()
+
+    def __new__(cls, *args, **kwargs):
+        self = super().__new__(cls)
+        register_parameters(self)  # the course's gradient checks of model.params work on JAX too
+        return self
 
     def spec(self):
         """The frozen, hashable ``Spec`` of the model as it is now (``reg`` may change between steps)."""
