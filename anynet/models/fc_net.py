@@ -137,17 +137,7 @@ class FullyConnectedNet(Model):
         self.normalization = normalization
         self.dropout = dropout
 
-        rng = Generator(seed, self.backend)
-        dims = [input_dim, *hidden_dims, num_classes]
-        xp, dt, dev = self.xp, self._dtype, self.device
-        self.params = {}
-        for i in range(1, self.num_layers + 1):
-            d_in, d_out = dims[i - 1], dims[i]
-            self.params[f"W{i}"] = rng.normal((d_in, d_out), weight_scale, dtype)
-            self.params[f"b{i}"] = xp.zeros(d_out, dtype=dt, device=dev)
-            if normalization and i < self.num_layers:
-                self.params[f"gamma{i}"] = xp.ones(d_out, dtype=dt, device=dev)
-                self.params[f"beta{i}"] = xp.zeros(d_out, dtype=dt, device=dev)
+        self._init_params([input_dim, *hidden_dims, num_classes], weight_scale)
         self.bn_params = [{"mode": "train"} for _ in hidden_dims] if use_batchnorm else []
         self.dropout_param = {}
         if dropout > 0:
@@ -156,6 +146,19 @@ class FullyConnectedNet(Model):
                 self.dropout_param["seed"] = seed
         self.rng = None
         self.bn_names = tuple(f"beta{i}" for i in range(1, len(self.bn_params) + 1))
+
+    def _init_params(self, dims, weight_scale):
+        """Weights from N(0, weight_scale**2), on the host from the seed; zero biases; gammas 1 and betas 0."""
+        rng = Generator(self.seed, self.backend)
+        xp, dt, dev = self.xp, self._dtype, self.device
+        self.params = {}
+        for i in range(1, self.num_layers + 1):
+            d_in, d_out = dims[i - 1], dims[i]
+            self.params[f"W{i}"] = rng.normal((d_in, d_out), weight_scale, self.dtype)
+            self.params[f"b{i}"] = xp.zeros(d_out, dtype=dt, device=dev)
+            if self.normalization and i < self.num_layers:
+                self.params[f"gamma{i}"] = xp.ones(d_out, dtype=dt, device=dev)
+                self.params[f"beta{i}"] = xp.zeros(d_out, dtype=dt, device=dev)
 
     @property
     def weight_names(self):

@@ -10,43 +10,20 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 import time
 
 from .. import backends
 from ..backends import Generator
-from ..nn import checks
-from . import compiled
+from . import compiled, options
+from .accuracy import AccuracyChecks
 from .checkpoint import restore_solver, save_solver
 from .configs import ConfigsView
 from .data import move_data
 from .optimizer import Optimizer, is_builtin, resolve_rule
 from .step import CourseModel, Statics, correct_count, train_step
 
-_DEFAULTS = {
-    "update_rule": "sgd",
-    "optim_config": None,
-    "lr_decay": 1.0,
-    "batch_size": 100,
-    "num_epochs": 10,
-    "num_iterations": None,
-    "num_train_samples": 1000,
-    "num_val_samples": None,
-    "checkpoint_name": None,
-    "print_every": 10,
-    "verbose": True,
-    "seed": None,
-    "callback": None,
-    "compile": "auto",
-    "augment": None,
-    "lr_schedule": None,
-    "warmup_iterations": 0,
-    "flip_test": False,
-}
-SCHEDULES = ("linear", "cosine")
 
-
-class Solver:
+class Solver(AccuracyChecks):
     """Train a model by minibatch gradient descent, the CS231n way.
 
     Parameters
@@ -137,22 +114,16 @@ class Solver:
     """
 
     def __init__(self, model, data, **kwargs):
-        unknown = sorted(set(kwargs) - set(_DEFAULTS))
-        if unknown:
-            raise ValueError(
-                f"unknown Solver argument(s) {', '.join(unknown)}; expected some of {', '.join(_DEFAULTS)}"
-            )
-        opts = {**_DEFAULTS, **kwargs}
+        opts = options.checked(kwargs)
         for attr in ("params", "loss", "xp", "device"):
             if not hasattr(model, attr):
                 raise TypeError(f"model must have a {attr!r} attribute; got {type(model).__name__}")
         self.model = model
-        self.backend = _backend_of(model)
+        self.backend = options.backend_of(model)
         self.update_rule = resolve_rule(opts["update_rule"])
-        if not isinstance(opts["optim_config"], (dict, type(None))):
-            raise TypeError(f"optim_config must be a dict or None; got {type(opts['optim_config']).__name__}")
         self.optim_config = dict(opts["optim_config"] or {})
-        self._set_options(opts)
+        for name in options.KEPT:
+            setattr(self, name, opts[name])
         self.metadata = {}
         self.compiled = self._wants_compile(opts["compile"])
         self.compile_seconds = 0.0
@@ -172,33 +143,6 @@ class Solver:
         if self.num_iterations is None:
             self.num_iterations = self.num_epochs * self.iterations_per_epoch
         self._reset()
-
-    def _set_options(self, opts):
-        """Check and keep the numeric and callable options."""
-        self.lr_decay = checks.real("lr_decay", opts["lr_decay"], 0, 1, low_open=True, high_open=False)
-        self.batch_size = checks.integer("batch_size", opts["batch_size"])
-        self.num_epochs = checks.integer("num_epochs", opts["num_epochs"])
-        self.num_iterations = checks.integer("num_iterations", opts["num_iterations"], optional=True)
-        self.num_train_samples = checks.integer("num_train_samples", opts["num_train_samples"], optional=True)
-        self.num_val_samples = checks.integer("num_val_samples", opts["num_val_samples"], optional=True)
-        self.checkpoint_name = opts["checkpoint_name"]
-        if self.checkpoint_name is not None and not isinstance(self.checkpoint_name, (str, os.PathLike)):
-            raise TypeError(f"checkpoint_name must be a path or None; got {self.checkpoint_name!r}")
-        self.print_every = checks.integer("print_every", opts["print_every"])
-        self.verbose = bool(opts["verbose"])
-        seed = checks.seed(opts["seed"])
-        self.seed = secrets.randbits(32) if seed is None else seed
-        self.callback = opts["callback"]
-        if self.callback is not None and not callable(self.callback):
-            raise TypeError(f"callback must be callable(solver, event) or None; got {self.callback!r}")
-        self.augment = _augment(opts["augment"])
-        self.lr_schedule = opts["lr_schedule"]
-        if self.lr_schedule not in (None, *SCHEDULES):
-            raise ValueError(f"lr_schedule must be None or one of {', '.join(SCHEDULES)}; got {self.lr_schedule!r}")
-        self.warmup_iterations = checks.integer("warmup_iterations", opts["warmup_iterations"], low=0)
-        if not isinstance(opts["flip_test"], bool):
-            raise TypeError(f"flip_test must be True or False; got {opts['flip_test']!r}")
-        self.flip_test = opts["flip_test"]
 
     def _wants_compile(self, compile):
         """Whether to compile the step: ``compile`` checked against what the backend, model and rule allow."""
@@ -366,64 +310,6 @@ class Solver:
             return f"{where}; the last checkpoint, {path}, is intact (resume from it, or load_model it)."
         return where + "."
 
-    # Accuracy.
-
-    def check_accuracy(self, X, y, num_samples=None, batch_size=100):
-        """Fraction of ``X`` the model labels as ``y``.
-
-        Parameters
-        ----------
-        X, y : arrays
-            Images and integer labels, NumPy or the model's backend.
-        num_samples : int, optional
-            Measure on a random subsample of this many images.
-        batch_size : int
-            Images per forward pass.
-
-        Returns
-        -------
-        float
-        """
-        xp, backend = self.model.xp, self.backend
-        batch_size = checks.integer("batch_size", batch_size)
-        X = backend.to_device(X, getattr(self.model, "_dtype", None))
-        y = backend.to_device(y)
-        N = X.shape[0]
-        if y.ndim != 1 or y.shape[0] != N:
-            raise ValueError(f"y must have shape ({N},) to match X; got {tuple(y.shape)}")
-        if num_samples is not None and num_samples < N:
-            idx = Generator((self.seed, self.epoch, self.t), backend).sample(N, num_samples)
-            X, y, N = backend.take_rows(X, idx), backend.take_rows(y, idx), num_samples
-        count = self._functions(self._statics())[1]
-        params = self._params()
-        bn_state = self.model.bn_state() if hasattr(self.model, "bn_state") else []
-        correct = xp.zeros((), dtype=y.dtype, device=backend.device)
-        for start in range(0, N, batch_size):
-            stop = min(start + batch_size, N)
-            correct = correct + self._timed(count, params, bn_state, X[start:stop, ...], y[start:stop])
-        return int(correct) / N
-
-    def _record_accuracy(self):
-        """Measure train and validation accuracy, keeping the best parameters."""
-        # Chunks as large as a training batch (whose working memory the step already needs): on a GPU each
-        # chunk launches every kernel of the forward pass, so small chunks dominate a large-batch epoch.
-        chunk = max(self.batch_size, 100)
-        train_acc = self.check_accuracy(self.X_train, self.y_train, self.num_train_samples, chunk)
-        val_acc = self.check_accuracy(self.X_val, self.y_val, self.num_val_samples, chunk)
-        self.train_acc_history.append(train_acc)
-        self.val_acc_history.append(val_acc)
-        if self.verbose:
-            print(f"(Epoch {self.epoch} / {self.num_epochs_total}) train acc: {train_acc:f}; val_acc: {val_acc:f}")
-        if val_acc > self.best_val_acc or not self.best_params:
-            xp = self.model.xp
-            self.best_val_acc = val_acc
-            self.best_params = {k: xp.asarray(v, copy=True) for k, v in self.model.params.items()}
-            # Copies: a compiled step may reuse the buffers of the state it is given (jax donates them).
-            self.best_bn_stats = [
-                {k: xp.asarray(v, copy=True) for k, v in bn.items() if k.startswith("running_")}
-                for bn in getattr(self.model, "bn_params", [])
-            ]
-
     @property
     def num_epochs_total(self):
         """Number of epochs this run spans (the last may be partial)."""
@@ -492,28 +378,3 @@ class Solver:
     def load_checkpoint(self, path):
         """Restore the training state saved by ``save_checkpoint``; ``train`` then continues."""
         restore_solver(self, path)
-
-
-def _augment(augment):
-    """The ``augment`` option as ``(pad, flip)``, or None: True is torchvision's pad 4 and flips."""
-    if augment is None or augment is False:
-        return None
-    if augment is True:
-        return (4, True)
-    if not isinstance(augment, dict) or set(augment) - {"pad", "flip"}:
-        raise TypeError(f'augment must be None, True or a dict with "pad" and "flip"; got {augment!r}')
-    flip = augment.get("flip", True)
-    if not isinstance(flip, bool):
-        raise TypeError(f'augment["flip"] must be True or False; got {flip!r}')
-    return (checks.integer('augment["pad"]', augment.get("pad", 4), low=0), flip)
-
-
-def _backend_of(model):
-    """The backend object a model computes on: its ``backend``, or that of its first parameter."""
-    backend = getattr(model, "backend", None)
-    if isinstance(backend, backends.Backend):
-        return backend
-    if isinstance(backend, str):
-        return backends.get(backend, getattr(model, "device", None))
-    first = next(iter(model.params.values()), None)
-    return backends.of(first) if first is not None else backends.get()
