@@ -3,6 +3,7 @@ numerical gradients, on every backend."""
 
 import numpy as np
 import pytest
+from layer_checks import float32_pass, put, rel_error
 
 from anynet.backends import to_numpy
 from anynet.nn.conv import conv_backward_fast, conv_backward_naive, conv_forward_fast, conv_forward_naive
@@ -27,18 +28,6 @@ CONV_IDS = ["naive", "fast"]
 NUMERIC = ((2, 2, 3, 4), (2, 2, 3, 2), 2, 2)  # the numerical gradient checks' and the sandwiches'
 STRIDE_1 = ((2, 2, 3, 4), (2, 2, 3, 2), 1, 0)  # one row of three windows
 CONFIGS = [NUMERIC, STRIDE_1]
-
-
-def _put(xp, device, a):
-    """Host ``a`` as a float64 array of ``xp`` on ``device``."""
-    return xp.asarray(np.asarray(a, dtype=np.float64), device=device)
-
-
-def _rel_error(x, y):
-    """The course's ``rel_error``, on the host: anynet's computes where the arrays are, and on JAX that compiles
-    its operations again for every new shape."""
-    x, y = to_numpy(x), to_numpy(y)
-    return float(np.max(np.abs(x - y) / np.maximum(1e-8, np.abs(x) + np.abs(y))))
 
 
 def _conv_reference(x, w, b, stride, pad):
@@ -91,25 +80,6 @@ def _numeric_grads(forward, args, dout, *rest):
     return [eval_numerical_gradient_array(with_arg(i), a, dout) for i, a in enumerate(args)]
 
 
-def _float32_pass(backend_name, forward, backward, *args, rest=()):
-    """The output and gradients of ``forward(*args[:-1], *rest)`` and its ``backward`` given ``dout = args[-1]``.
-
-    On JAX the pass runs under ``jax.jit``, one compiled program: eager, every operation would compile again for
-    float32. Tracing sees the dtypes the eager pass would make.
-    """
-
-    def step(*arrays):
-        out, cache = forward(*arrays[:-1], *rest)
-        grads = backward(arrays[-1], cache)
-        return (out, *(grads if isinstance(grads, tuple) else (grads,)))
-
-    if backend_name == "jax":
-        import jax
-
-        step = jax.jit(step)
-    return step(*args)
-
-
 # ---------------------------------------------------------------- values
 
 
@@ -128,9 +98,9 @@ def test_course_known_answer(xp, device):
     # The notebook prints eight decimals: the loop reference agrees to their last digit.
     np.testing.assert_allclose(reference, correct_out, rtol=0, atol=5e-9)
     for forward, _ in CONVS:
-        out, _ = forward(_put(xp, device, x), _put(xp, device, w), _put(xp, device, b), {"stride": 2, "pad": 1})
+        out, _ = forward(put(xp, device, x), put(xp, device, w), put(xp, device, b), {"stride": 2, "pad": 1})
         np.testing.assert_allclose(to_numpy(out), reference, rtol=1e-12, atol=1e-14)
-        assert _rel_error(out, correct_out) < 1e-7
+        assert rel_error(out, correct_out) < 1e-7
 
 
 @pytest.mark.parametrize(("x_shape", "w_shape", "stride", "pad"), CONFIGS, ids=["stride2_pad2", "stride1_pad0"])
@@ -141,9 +111,9 @@ def test_forward_and_backward_match_reference(xp, device, x_shape, w_shape, stri
     conv_param = {"stride": stride, "pad": pad}
     results = []
     for forward, backward in CONVS:
-        out, cache = forward(*(_put(xp, device, a) for a in (x, w, b)), conv_param)
+        out, cache = forward(*(put(xp, device, a) for a in (x, w, b)), conv_param)
         np.testing.assert_allclose(to_numpy(out), want_out, rtol=1e-12, atol=1e-12)
-        grads = backward(_put(xp, device, dout), cache)
+        grads = backward(put(xp, device, dout), cache)
         for got, want in zip(grads, want_grads, strict=True):
             assert tuple(got.shape) == want.shape
             np.testing.assert_allclose(to_numpy(got), want, rtol=1e-12, atol=1e-12)
@@ -156,19 +126,19 @@ def test_forward_and_backward_match_reference(xp, device, x_shape, w_shape, stri
 @pytest.mark.parametrize(("forward", "backward"), CONVS, ids=CONV_IDS)
 def test_backward_numeric(xp, device, forward, backward):
     x_shape, w_shape, stride, pad = NUMERIC
-    x, w, b, dout = (_put(xp, device, a) for a in _random(x_shape, w_shape, stride, pad, seed=1))
+    x, w, b, dout = (put(xp, device, a) for a in _random(x_shape, w_shape, stride, pad, seed=1))
     conv_param = {"stride": stride, "pad": pad}
     _, cache = forward(x, w, b, conv_param)
     grads = backward(dout, cache)
     for analytic, numeric in zip(grads, _numeric_grads(forward, (x, w, b), dout, conv_param), strict=True):
-        assert _rel_error(analytic, numeric) < 1e-8
+        assert rel_error(analytic, numeric) < 1e-8
 
 
 def test_float32_stays_float32(backend_name, xp, device):
     x_shape, w_shape, stride, pad = NUMERIC
     args = [xp.asarray(a, dtype=xp.float32, device=device) for a in _random(x_shape, w_shape, stride, pad)]
     # The fast pair: the naive one is a float64 reference.
-    results = _float32_pass(backend_name, conv_forward_fast, conv_backward_fast, *args,
+    results = float32_pass(backend_name, conv_forward_fast, conv_backward_fast, *args,
                             rest=[{"stride": stride, "pad": pad}])
     assert len(results) == 4 and all(a.dtype == xp.float32 for a in results)
 
@@ -176,7 +146,7 @@ def test_float32_stays_float32(backend_name, xp, device):
 def test_inputs_are_not_changed(xp, device):
     x_shape, w_shape, stride, pad = NUMERIC
     host = _random(x_shape, w_shape, stride, pad)
-    args = [_put(xp, device, a) for a in host]
+    args = [put(xp, device, a) for a in host]
     for forward, backward in CONVS:
         _, cache = forward(*args[:3], {"stride": stride, "pad": pad})
         backward(args[3], cache)
@@ -192,20 +162,20 @@ def test_rejects_bad_shapes_and_params(xp, device, forward, backward):
     # The numerical checks' shapes: the checks come before any computation, and the one pass that runs (for the
     # cache) reuses what JAX compiled for them.
     x_shape, w_shape, stride, pad = NUMERIC
-    x, w, b = (_put(xp, device, np.ones(s)) for s in (x_shape, w_shape, (2,)))
+    x, w, b = (put(xp, device, np.ones(s)) for s in (x_shape, w_shape, (2,)))
     ok = {"stride": stride, "pad": pad}
     with pytest.raises(ValueError, match="x must have 4 dimensions"):
-        forward(_put(xp, device, np.ones((2, 3, 4))), w, b, ok)
+        forward(put(xp, device, np.ones((2, 3, 4))), w, b, ok)
     with pytest.raises(ValueError, match="w must have 4 dimensions"):
-        forward(x, _put(xp, device, np.ones((2, 12))), b, ok)
+        forward(x, put(xp, device, np.ones((2, 12))), b, ok)
     with pytest.raises(ValueError, match="x has 2 channels but w expects 3"):
-        forward(x, _put(xp, device, np.ones((2, 3, 3, 2))), b, ok)
+        forward(x, put(xp, device, np.ones((2, 3, 3, 2))), b, ok)
     with pytest.raises(ValueError, match=r"b must have shape \(2,\)"):
-        forward(x, w, _put(xp, device, np.ones(3)), ok)
+        forward(x, w, put(xp, device, np.ones(3)), ok)
     with pytest.raises(ValueError, match=r"conv_param \{'stride': 3, 'pad': 0\}.*width 4 \+ 2 \* 0 .* 2 is 2"):
         forward(x, w, b, {"stride": 3, "pad": 0})
     with pytest.raises(ValueError, match=r"height 3 \+ 2 \* 0 less the filter height 4 is -1"):
-        forward(x, _put(xp, device, np.ones((2, 2, 4, 1))), b, {"stride": 1, "pad": 0})
+        forward(x, put(xp, device, np.ones((2, 2, 4, 1))), b, {"stride": 1, "pad": 0})
     with pytest.raises(ValueError, match=r'conv_param\["stride"\] must be a positive integer; got 0'):
         forward(x, w, b, {"stride": 0, "pad": 1})
     with pytest.raises(TypeError, match=r'conv_param\["stride"\] must be a positive integer; got 1.5'):
@@ -216,7 +186,7 @@ def test_rejects_bad_shapes_and_params(xp, device, forward, backward):
         forward(x, w, b, {"stride": 1})
     _, cache = forward(x, w, b, ok)
     with pytest.raises(ValueError, match=r"dout must have the shape of the forward output, \(2, 2, 3, 4\)"):
-        backward(_put(xp, device, np.ones((2, 2, 4, 3))), cache)
+        backward(put(xp, device, np.ones((2, 2, 4, 3))), cache)
 
 
 # ---------------------------------------------------------------- sandwiches
@@ -235,10 +205,10 @@ def _check_sandwich(xp, device, forward, backward, params, rest, want, rng, tiny
     ``tiny`` lists the positions of gradients that are zero in exact arithmetic (a bias before batch
     normalization): rounding noise has no relative error to speak of, so those are checked to be near zero.
     """
-    args = [_put(xp, device, a) for a in params]
+    args = [put(xp, device, a) for a in params]
     out, cache = forward(*args, *rest)
     np.testing.assert_allclose(to_numpy(out), want, rtol=1e-10, atol=1e-12)
-    dout = _put(xp, device, rng.standard_normal(want.shape))
+    dout = put(xp, device, rng.standard_normal(want.shape))
     grads = backward(dout, cache)
     assert len(grads) == len(args)
     for i, (analytic, numeric) in enumerate(zip(grads, _numeric_grads(forward, args, dout, *rest), strict=True)):
@@ -246,7 +216,7 @@ def _check_sandwich(xp, device, forward, backward, params, rest, want, rng, tiny
         if i in tiny:
             assert np.abs(to_numpy(analytic)).max() < 1e-12 and np.abs(to_numpy(numeric)).max() < 1e-8
         else:
-            assert _rel_error(analytic, numeric) < tol
+            assert rel_error(analytic, numeric) < tol
 
 
 def test_conv_relu(xp, device):
@@ -285,7 +255,7 @@ def test_jax_jit_traces_fast_layers(backend_name, xp, device):
     import jax
 
     x, w, b, _, conv_param, rng = _sandwich_inputs(seed=5)
-    x, w, b, dout = (_put(xp, device, a) for a in (x, w, b, rng.standard_normal((2, 2, 1, 2))))
+    x, w, b, dout = (put(xp, device, a) for a in (x, w, b, rng.standard_normal((2, 2, 1, 2))))
     pool_param = {"pool_height": 2, "pool_width": 2, "stride": 2}
 
     def step(x, w, b, dout):
@@ -305,10 +275,10 @@ def test_the_librarys_convolution_and_pooling_equal_the_standard_path(xp, device
     if backends.backend_class(backend_name).conv2d_forward is None:
         pytest.skip(f"the {backend_name} backend has no fast path: the standard path is the only one")
     rng = np.random.default_rng(7)
-    x, w, b = (_put(xp, device, rng.standard_normal(s)) for s in ((2, 3, 7, 7), (4, 3, 3, 3), (4,)))
-    dout = _put(xp, device, rng.standard_normal((2, 4, 4, 4)))
+    x, w, b = (put(xp, device, rng.standard_normal(s)) for s in ((2, 3, 7, 7), (4, 3, 3, 3), (4,)))
+    dout = put(xp, device, rng.standard_normal((2, 4, 4, 4)))
     pool = {"pool_height": 2, "pool_width": 2, "stride": 2}
-    dpool = _put(xp, device, rng.standard_normal((2, 3, 3, 3)))
+    dpool = put(xp, device, rng.standard_normal((2, 3, 3, 3)))
     results = {}
     for fast in (True, False):
         monkeypatch.setattr(backends.registry, "_fast", fast)

@@ -3,6 +3,7 @@ on every backend."""
 
 import numpy as np
 import pytest
+from layer_checks import float32_pass, put, rel_error
 
 from anynet.backends import name_of, to_numpy
 from anynet.nn.gradient_check import eval_numerical_gradient_array
@@ -20,18 +21,6 @@ from anynet.nn.normalization import (
 BN_SHAPE = (2, 2, 3, 4)  # test_conv's x, and the output of its sandwiches' convolution
 GN_SHAPE = (2, 4, 3, 3)  # two groups of two channels
 LN_SHAPE = (4, 5)
-
-
-def _put(xp, device, a):
-    """Host ``a`` as a float64 array of ``xp`` on ``device``."""
-    return xp.asarray(np.asarray(a, dtype=np.float64), device=device)
-
-
-def _rel_error(x, y):
-    """The course's ``rel_error``, on the host: anynet's computes where the arrays are, and on JAX that compiles
-    its operations again for every new shape."""
-    x, y = to_numpy(x), to_numpy(y)
-    return float(np.max(np.abs(x - y) / np.maximum(1e-8, np.abs(x) + np.abs(y))))
 
 
 def _normalize(x, axes, eps=1e-5):
@@ -52,26 +41,7 @@ def _check_numeric(forward, args, rest, grads, dout):
         numeric = eval_numerical_gradient_array(lambda v, i=i: forward(*args[:i], v, *args[i + 1:], *rest)[0],
                                                 args[i], dout)
         assert tuple(analytic.shape) == tuple(args[i].shape)
-        assert _rel_error(analytic, numeric) < 1e-7
-
-
-def _float32_pass(backend_name, forward, backward, *args, rest=()):
-    """The output and gradients of ``forward(*args[:-1], *rest)`` and its ``backward`` given ``dout = args[-1]``.
-
-    On JAX the pass runs under ``jax.jit``, one compiled program: eager, every operation would compile again for
-    float32. Tracing sees the dtypes the eager pass would make.
-    """
-
-    def step(*arrays):
-        out, cache = forward(*arrays[:-1], *rest)
-        grads = backward(arrays[-1], cache)
-        return (out, *(grads if isinstance(grads, tuple) else (grads,)))
-
-    if backend_name == "jax":
-        import jax
-
-        step = jax.jit(step)
-    return step(*args)
+        assert rel_error(analytic, numeric) < 1e-7
 
 
 # ---------------------------------------------------------------- spatial batch normalization
@@ -79,7 +49,7 @@ def _float32_pass(backend_name, forward, backward, *args, rest=()):
 
 def test_spatial_batchnorm_train(xp, device):
     x, gamma, beta, dout = _inputs(BN_SHAPE, BN_SHAPE[1], seed=0)
-    args = [_put(xp, device, a) for a in (x, gamma, beta)]
+    args = [put(xp, device, a) for a in (x, gamma, beta)]
     bn_param = {"mode": "train", "momentum": 0.8}
     out, cache = spatial_batchnorm_forward(*args, bn_param)
     want = gamma[:, None, None] * _normalize(x, (0, 2, 3)) + beta[:, None, None]
@@ -88,7 +58,7 @@ def test_spatial_batchnorm_train(xp, device):
     np.testing.assert_allclose(to_numpy(bn_param["running_mean"]), 0.2 * x.mean(axis=(0, 2, 3)), rtol=1e-12)
     np.testing.assert_allclose(to_numpy(bn_param["running_var"]), 0.8 + 0.2 * x.var(axis=(0, 2, 3)), rtol=1e-12)
     assert name_of(bn_param["running_mean"]) == name_of(args[0])
-    doutd = _put(xp, device, dout)
+    doutd = put(xp, device, dout)
     grads = spatial_batchnorm_backward(doutd, cache)
     _check_numeric(spatial_batchnorm_forward, args, [{"mode": "train"}], grads, doutd)
 
@@ -97,8 +67,8 @@ def test_spatial_batchnorm_test_mode(xp, device):
     x, gamma, beta, _ = _inputs(BN_SHAPE, BN_SHAPE[1], seed=1)
     C = BN_SHAPE[1]
     mean, var = np.linspace(-1, 1, C), np.linspace(0.5, 2, C)
-    bn_param = {"mode": "test", "running_mean": _put(xp, device, mean), "running_var": _put(xp, device, var)}
-    out, cache = spatial_batchnorm_forward(*(_put(xp, device, a) for a in (x, gamma, beta)), bn_param)
+    bn_param = {"mode": "test", "running_mean": put(xp, device, mean), "running_var": put(xp, device, var)}
+    out, cache = spatial_batchnorm_forward(*(put(xp, device, a) for a in (x, gamma, beta)), bn_param)
     want = gamma[:, None, None] * (x - mean[:, None, None]) / np.sqrt(var[:, None, None] + 1e-5) + beta[:, None, None]
     np.testing.assert_allclose(to_numpy(out), want, rtol=1e-10, atol=1e-12)
     assert cache is None
@@ -107,8 +77,8 @@ def test_spatial_batchnorm_test_mode(xp, device):
 
 
 def test_spatial_batchnorm_rejects_bad_shapes(xp, device):
-    x = _put(xp, device, np.ones(BN_SHAPE))
-    ones = _put(xp, device, np.ones(2))
+    x = put(xp, device, np.ones(BN_SHAPE))
+    ones = put(xp, device, np.ones(2))
     with pytest.raises(ValueError, match="x must have 4 dimensions"):
         spatial_batchnorm_forward(x[0, ...], ones, ones, {"mode": "train"})
     with pytest.raises(ValueError, match=r"gamma and beta must have shape \(2,\)"):
@@ -120,22 +90,22 @@ def test_spatial_batchnorm_rejects_bad_shapes(xp, device):
 
 def test_layernorm(xp, device):
     x, gamma, beta, dout = _inputs(LN_SHAPE, LN_SHAPE[1], seed=2)
-    args = [_put(xp, device, a) for a in (x, gamma, beta)]
+    args = [put(xp, device, a) for a in (x, gamma, beta)]
     for ln_param, eps in (({}, 1e-5), ({"eps": 0.5}, 0.5)):
         out, cache = layernorm_forward(*args, ln_param)
         np.testing.assert_allclose(to_numpy(out), gamma * _normalize(x, 1, eps) + beta, rtol=1e-10, atol=1e-12)
     # Each row of the normalized output has mean 0 and variance 1 (less eps's share).
-    xhat = to_numpy(layernorm_forward(args[0], *(_put(xp, device, a) for a in (np.ones(5), np.zeros(5))), {})[0])
+    xhat = to_numpy(layernorm_forward(args[0], *(put(xp, device, a) for a in (np.ones(5), np.zeros(5))), {})[0])
     np.testing.assert_allclose(xhat.mean(axis=1), 0, atol=1e-12)
     np.testing.assert_allclose(xhat.var(axis=1), x.var(axis=1) / (x.var(axis=1) + 1e-5), rtol=1e-12)
-    doutd = _put(xp, device, dout)
+    doutd = put(xp, device, dout)
     grads = layernorm_backward(doutd, layernorm_forward(*args, {})[1])
     _check_numeric(layernorm_forward, args, [{}], grads, doutd)
 
 
 def test_layernorm_rejects_bad_shapes_and_eps(xp, device):
-    x = _put(xp, device, np.ones(LN_SHAPE))
-    ones = _put(xp, device, np.ones(5))
+    x = put(xp, device, np.ones(LN_SHAPE))
+    ones = put(xp, device, np.ones(5))
     with pytest.raises(ValueError, match="x must have 2 dimensions"):
         layernorm_forward(x[0, ...], ones, ones, {})
     with pytest.raises(ValueError, match=r"gamma and beta must have shape \(5,\) for x of shape \(4, 5\)"):
@@ -154,26 +124,26 @@ def test_layernorm_rejects_bad_shapes_and_eps(xp, device):
 def test_spatial_groupnorm(xp, device, G):
     C = GN_SHAPE[1]
     x, gamma, beta, dout = _inputs(GN_SHAPE, (1, C, 1, 1), seed=3 + G)
-    args = [_put(xp, device, a) for a in (x, gamma, beta)]
+    args = [put(xp, device, a) for a in (x, gamma, beta)]
     out, cache = spatial_groupnorm_forward(*args, G, {})
     N, _, H, W = GN_SHAPE
     want = gamma * _normalize(x.reshape(N, G, C // G, H, W), (2, 3, 4)).reshape(GN_SHAPE) + beta
     np.testing.assert_allclose(to_numpy(out), want, rtol=1e-10, atol=1e-12)
     if G == 2:  # one numerical check: the others differ only in a reshape
-        doutd = _put(xp, device, dout)
+        doutd = put(xp, device, dout)
         _check_numeric(spatial_groupnorm_forward, args, [G, {}], spatial_groupnorm_backward(doutd, cache), doutd)
 
 
 def test_spatial_groupnorm_eps(xp, device):
     x, gamma, beta, _ = _inputs(GN_SHAPE, (1, 4, 1, 1), seed=7)
-    out, _ = spatial_groupnorm_forward(*(_put(xp, device, a) for a in (x, gamma, beta)), 2, {"eps": 0.5})
+    out, _ = spatial_groupnorm_forward(*(put(xp, device, a) for a in (x, gamma, beta)), 2, {"eps": 0.5})
     want = gamma * _normalize(x.reshape(2, 2, 2, 3, 3), (2, 3, 4), eps=0.5).reshape(GN_SHAPE) + beta
     np.testing.assert_allclose(to_numpy(out), want, rtol=1e-10, atol=1e-12)
 
 
 def test_spatial_groupnorm_rejects_bad_shapes_and_params(xp, device):
-    x = _put(xp, device, np.ones(GN_SHAPE))
-    ones = _put(xp, device, np.ones((1, 4, 1, 1)))
+    x = put(xp, device, np.ones(GN_SHAPE))
+    ones = put(xp, device, np.ones((1, 4, 1, 1)))
     with pytest.raises(ValueError, match="x must have 4 dimensions"):
         spatial_groupnorm_forward(x[0, ...], ones, ones, 2, {})
     with pytest.raises(ValueError, match="G must divide the number of channels 4 of x"):
@@ -195,5 +165,5 @@ def test_float32_stays_float32(backend_name, xp, device):
         (spatial_groupnorm_forward, spatial_groupnorm_backward, GN_SHAPE, (1, 4, 1, 1), [2, {}]),
     ):
         args = [xp.asarray(a, dtype=xp.float32, device=device) for a in _inputs(shape, param_shape, 0)]
-        results = _float32_pass(backend_name, forward, backward, *args, rest=rest)
+        results = float32_pass(backend_name, forward, backward, *args, rest=rest)
         assert len(results) == 4 and all(a.dtype == xp.float32 for a in results)

@@ -3,6 +3,7 @@ numerical gradients, on every backend."""
 
 import numpy as np
 import pytest
+from layer_checks import float32_pass, put, rel_error
 
 from anynet.backends import to_numpy
 from anynet.nn.gradient_check import eval_numerical_gradient_array
@@ -27,18 +28,6 @@ COURSE = ((2, 3, 4, 4), 2, 2, 2)  # the notebook's: windows that tile x
 NUMERIC = ((2, 2, 3, 4), 2, 3, 1)  # overlapping non-square windows; the numerical gradient checks'
 UNEVEN = ((2, 2, 3, 4), 2, 2, 2)  # a last row that no window reaches; test_conv's conv_relu_pool pools so
 CONFIGS = [NUMERIC, UNEVEN]
-
-
-def _put(xp, device, a):
-    """Host ``a`` as a float64 array of ``xp`` on ``device``."""
-    return xp.asarray(np.asarray(a, dtype=np.float64), device=device)
-
-
-def _rel_error(x, y):
-    """The course's ``rel_error``, on the host: anynet's computes where the arrays are, and on JAX that compiles
-    its operations again for every new shape."""
-    x, y = to_numpy(x), to_numpy(y)
-    return float(np.max(np.abs(x - y) / np.maximum(1e-8, np.abs(x) + np.abs(y))))
 
 
 def _pool_param(HH, WW, stride):
@@ -77,25 +66,6 @@ def _random(x_shape, HH, WW, stride, seed=0):
     return rng.standard_normal(x_shape), rng.standard_normal((N, C, 1 + (H - HH) // stride, 1 + (W - WW) // stride))
 
 
-def _float32_pass(backend_name, forward, backward, *args, rest=()):
-    """The output and gradients of ``forward(*args[:-1], *rest)`` and its ``backward`` given ``dout = args[-1]``.
-
-    On JAX the pass runs under ``jax.jit``, one compiled program: eager, every operation would compile again for
-    float32. Tracing sees the dtypes the eager pass would make.
-    """
-
-    def step(*arrays):
-        out, cache = forward(*arrays[:-1], *rest)
-        grads = backward(arrays[-1], cache)
-        return (out, *(grads if isinstance(grads, tuple) else (grads,)))
-
-    if backend_name == "jax":
-        import jax
-
-        step = jax.jit(step)
-    return step(*args)
-
-
 # ---------------------------------------------------------------- values
 
 
@@ -113,9 +83,9 @@ def test_course_known_answer(xp, device):
     # The notebook prints eight decimals: the loop reference agrees to their last digit.
     np.testing.assert_allclose(reference, correct_out, rtol=0, atol=5e-9)
     for forward, _ in MAX_POOLS:
-        out, _ = forward(_put(xp, device, x), _pool_param(HH, WW, stride))
+        out, _ = forward(put(xp, device, x), _pool_param(HH, WW, stride))
         np.testing.assert_array_equal(to_numpy(out), reference)
-        assert _rel_error(out, correct_out) < 1e-7
+        assert rel_error(out, correct_out) < 1e-7
 
 
 @pytest.mark.parametrize(("x_shape", "HH", "WW", "stride"), CONFIGS, ids=["overlapping", "uneven"])
@@ -125,9 +95,9 @@ def test_forward_and_backward_match_reference(xp, device, x_shape, HH, WW, strid
     results = []
     for (forward, backward), reduce in zip(POOLS, ["max", "max", "avg"], strict=True):
         want_out, want_dx = _pool_reference(x, HH, WW, stride, dout, reduce)
-        out, cache = forward(_put(xp, device, x), pool_param)
+        out, cache = forward(put(xp, device, x), pool_param)
         np.testing.assert_allclose(to_numpy(out), want_out, rtol=1e-12, atol=1e-15)
-        dx = backward(_put(xp, device, dout), cache)
+        dx = backward(put(xp, device, dout), cache)
         np.testing.assert_allclose(to_numpy(dx), want_dx, rtol=1e-12, atol=1e-15)
         results.append((to_numpy(out), to_numpy(dx)))
     # The fast max pooling picks what the naive one does; gradients that overlapping windows pass to one element
@@ -144,12 +114,12 @@ def test_max_pool_ties_go_to_the_first_maximum(xp, device):
     x = np.random.default_rng(1).integers(0, 2, x_shape).astype(np.float64)
     _, want = _pool_reference(x, HH, WW, stride, dout, "max")
     for forward, backward in MAX_POOLS:
-        dx = to_numpy(backward(_put(xp, device, dout), forward(_put(xp, device, x), _pool_param(HH, WW, stride))[1]))
+        dx = to_numpy(backward(put(xp, device, dout), forward(put(xp, device, x), _pool_param(HH, WW, stride))[1]))
         np.testing.assert_allclose(dx, want, rtol=1e-15, atol=0)
     # All of each window's gradient reaches one element: with ones everywhere, each window's top left.
     ones = np.ones(x_shape)
     for forward, backward in MAX_POOLS:
-        dx = to_numpy(backward(_put(xp, device, dout), forward(_put(xp, device, ones), _pool_param(HH, WW, stride))[1]))
+        dx = to_numpy(backward(put(xp, device, dout), forward(put(xp, device, ones), _pool_param(HH, WW, stride))[1]))
         want = np.zeros(x_shape)
         want[:, :, :dout.shape[2], :dout.shape[3]] = dout  # stride 1: window (i, j) starts at (i, j)
         np.testing.assert_array_equal(dx, want)
@@ -158,10 +128,10 @@ def test_max_pool_ties_go_to_the_first_maximum(xp, device):
 @pytest.mark.parametrize(("forward", "backward"), POOLS, ids=POOL_IDS)
 def test_backward_numeric(xp, device, forward, backward):
     x_shape, HH, WW, stride = NUMERIC
-    x, dout = (_put(xp, device, a) for a in _random(x_shape, HH, WW, stride, seed=2))
+    x, dout = (put(xp, device, a) for a in _random(x_shape, HH, WW, stride, seed=2))
     pool_param = _pool_param(HH, WW, stride)
     dx = backward(dout, forward(x, pool_param)[1])
-    assert _rel_error(dx, eval_numerical_gradient_array(lambda v: forward(v, pool_param)[0], x, dout)) < 1e-8
+    assert rel_error(dx, eval_numerical_gradient_array(lambda v: forward(v, pool_param)[0], x, dout)) < 1e-8
 
 
 def test_global_avg_pool(xp, device):
@@ -169,12 +139,12 @@ def test_global_avg_pool(xp, device):
     H, W = x_shape[2:]
     rng = np.random.default_rng(3)
     x, dout = rng.standard_normal(x_shape), rng.standard_normal(x_shape[:2])
-    xd, doutd = _put(xp, device, x), _put(xp, device, dout)
+    xd, doutd = put(xp, device, x), put(xp, device, dout)
     out, cache = global_avg_pool_forward(xd)
     np.testing.assert_allclose(to_numpy(out), x.mean(axis=(2, 3)), rtol=1e-12)
     dx = global_avg_pool_backward(doutd, cache)
     np.testing.assert_allclose(to_numpy(dx), np.broadcast_to(dout[:, :, None, None] / (H * W), x_shape), rtol=1e-12)
-    assert _rel_error(dx, eval_numerical_gradient_array(lambda v: global_avg_pool_forward(v)[0], xd, doutd)) < 1e-8
+    assert rel_error(dx, eval_numerical_gradient_array(lambda v: global_avg_pool_forward(v)[0], xd, doutd)) < 1e-8
     with pytest.raises(ValueError, match="x must have 4 dimensions"):
         global_avg_pool_forward(xd[0, ...])
     with pytest.raises(ValueError, match=r"dout must have the shape of the forward output, \(2, 2\)"):
@@ -185,9 +155,9 @@ def test_float32_stays_float32(backend_name, xp, device):
     x_shape, HH, WW, stride = NUMERIC
     x, dout = (xp.asarray(a, dtype=xp.float32, device=device) for a in _random(x_shape, HH, WW, stride))
     for forward, backward in POOLS[1:]:  # the fast max pooling and the average; the naive pass is a float64 reference
-        results = _float32_pass(backend_name, forward, backward, x, dout, rest=[_pool_param(HH, WW, stride)])
+        results = float32_pass(backend_name, forward, backward, x, dout, rest=[_pool_param(HH, WW, stride)])
         assert all(a.dtype == xp.float32 for a in results)
-    results = _float32_pass(backend_name, global_avg_pool_forward, global_avg_pool_backward, x, dout[:, :, 0, 0])
+    results = float32_pass(backend_name, global_avg_pool_forward, global_avg_pool_backward, x, dout[:, :, 0, 0])
     assert all(a.dtype == xp.float32 for a in results)
 
 
@@ -197,7 +167,7 @@ def test_float32_stays_float32(backend_name, xp, device):
 @pytest.mark.parametrize(("forward", "backward"), POOLS, ids=POOL_IDS)
 def test_rejects_bad_shapes_and_params(xp, device, forward, backward):
     x_shape, HH, WW, stride = NUMERIC
-    x = _put(xp, device, np.ones(x_shape))
+    x = put(xp, device, np.ones(x_shape))
     with pytest.raises(ValueError, match="x must have 4 dimensions"):
         forward(x[0, ...], _pool_param(HH, WW, stride))
     with pytest.raises(ValueError, match='pool_param must be a dict holding "pool_height", "pool_width" and "stride"'):
@@ -210,4 +180,4 @@ def test_rejects_bad_shapes_and_params(xp, device, forward, backward):
         forward(x, _pool_param(4, 2, 1))
     _, cache = forward(x, _pool_param(HH, WW, stride))
     with pytest.raises(ValueError, match=r"dout must have the shape of the forward output, \(2, 2, 2, 2\)"):
-        backward(_put(xp, device, np.ones((2, 2, 2, 3))), cache)
+        backward(put(xp, device, np.ones((2, 2, 2, 3))), cache)
