@@ -179,12 +179,16 @@ FC = ["--model", "fc", "--hidden-dims", "16", "12", "--batchnorm", "--dropout", 
       "--weight-scale", "1e-2", "--batch-size", "50", "--seed", "3", *SIZES, "--quiet"]
 
 
-def test_resume_matches_an_uninterrupted_run(tmp_path, data_dir):
+def test_resume_matches_an_uninterrupted_run(tmp_path, data_dir, capsys):
     full, part = tmp_path / "full", tmp_path / "part"
     assert cli.main(["train", "--data-dir", str(data_dir), *FC, "--epochs", "4", "--out", str(full)]) == 0
+    assert re.search(r"^trained 4\.00 epochs \(12 iterations\) in ", capsys.readouterr().out, re.M)
     assert cli.main(["train", "--data-dir", str(data_dir), *FC, "--epochs", "2", "--out", str(part)]) == 0
     # Resuming continues in the checkpoint's folder with the saved flags; only the length changes.
     assert cli.main(["train", "--resume", str(part / "checkpoint.npz"), "--epochs", "4", "--quiet"]) == 0
+    # The time it reports is its own, so it names the epochs it trained.
+    assert re.search(r"^trained epochs 2\.00 to 4\.00 \(iterations 7 to 12\) in ", capsys.readouterr().out, re.M)
+    assert json.loads((part / "metrics.json").read_text())["start_iteration"] == 6
     _assert_same_run(full, part)
     assert len(json.loads((part / "history.json").read_text())["loss_history"]) == 12
 

@@ -118,9 +118,13 @@ def _print_run(metrics, out):
           f"(best val acc during training {metrics['best_val_acc']:.4f})")
     if metrics.get("compile_seconds"):
         print(f"compiled in {metrics['compile_seconds']:.1f} s (not counted in the training time)")
-    rate = metrics["images_per_second"]
-    print(f"trained {metrics['epochs']:.2f} epochs ({metrics['iterations']} iterations) in "
-          f"{metrics['train_seconds']:.1f} s, {rate or 0:,.0f} images/s on {metrics['backend']} {metrics['device']}")
+    rate, start = metrics["images_per_second"], metrics["start_iteration"]
+    # A resumed run's time is this call's: say which epochs it covers.
+    done = (f"{metrics['epochs']:.2f} epochs ({metrics['iterations']} iterations)" if start == 0 else
+            f"epochs {start * metrics['epochs'] / metrics['iterations']:.2f} to {metrics['epochs']:.2f} "
+            f"(iterations {start + 1} to {metrics['iterations']})")
+    print(f"trained {done} in {metrics['train_seconds']:.1f} s, {rate or 0:,.0f} images/s on {metrics['backend']} "
+          f"{metrics['device']}")
     print(f"results in {out}")
 
 

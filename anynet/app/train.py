@@ -217,7 +217,9 @@ def train(config, out_dir=None, data=None, quiet=False, resume=None, tensorboard
         best parameters; None without test images), ``best_val_acc``,
         ``final_train_acc``, ``train_seconds`` (of this call, compiling
         excluded), ``compile_seconds``, ``images_per_second``,
-        ``iterations``, ``epochs``, ``backend``, ``device``, ``config`` (the
+        ``iterations``, ``epochs`` (in all), ``start_iteration`` (where this
+        call began: 0, or the checkpoint's on ``resume``), ``backend``,
+        ``device``, ``config`` (the
         keys that applied: see ``applied_config``), ``checkpoint`` and
         ``model`` (paths, or None), ``stopped`` (the message of the
         ``StopRun`` that ended the run early, or None), ``status`` ("ok": the
@@ -353,6 +355,7 @@ def _metrics(solver, data, config, out_dir, seconds, start_t, stopped, kept=True
         "images_per_second": (solver.t - start_t) * solver.batch_size / seconds if seconds > 0 else None,
         "iterations": solver.t,
         "epochs": solver.t / solver.iterations_per_epoch,
+        "start_iteration": start_t,
         "backend": backend_name(model),
         "device": str(model.device),
         "config": applied_config(config),
