@@ -288,3 +288,34 @@ def test_the_librarys_convolution_and_pooling_equal_the_standard_path(xp, device
         assert (type(cache[-1]).__name__ == "LibraryCache") == fast
     for got, want in zip(results[True], results[False], strict=True):
         np.testing.assert_allclose(to_numpy(got), to_numpy(want), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("HH", "WW", "stride", "pad"), [(3, 3, 1, 1), (3, 2, 2, 2), (2, 2, 2, 0)])
+def test_the_backends_padding_and_col2im_equal_the_standard_path(xp, device, backend_name, monkeypatch, HH, WW,
+                                                                  stride, pad):
+    """Where the backend pads and adds window gradients its own way (numpy: in place), the results are those of
+    the standard-only path: col2im is the adjoint of the padded windows, and padding puts x in zeros."""
+    from anynet import backends
+    from anynet.nn.conv import col2im, pad2d, windows
+
+    cls = backends.backend_class(backend_name)
+    if cls.col2im is None and cls.pad2d is None:
+        pytest.skip(f"the {backend_name} backend pads and adds by the standard path only")
+    rng = np.random.default_rng(11)
+    H, W = 5, 6
+    H_out, W_out = 1 + (H + 2 * pad - HH) // stride, 1 + (W + 2 * pad - WW) // stride
+    x = put(xp, device, rng.standard_normal((2, 3, H, W)))
+    dcols = put(xp, device, rng.standard_normal((HH * WW, 2, 3, H_out, W_out)))
+    results = {}
+    for fast in (True, False):
+        monkeypatch.setattr(backends.registry, "_fast", fast)
+        padded = pad2d(x, pad, pad + 1, pad + 2, pad)
+        results[fast] = (padded, col2im(dcols, H, W, HH, WW, stride, pad))
+    np.testing.assert_array_equal(to_numpy(results[True][0]), to_numpy(results[False][0]))
+    np.testing.assert_allclose(to_numpy(results[True][1]), to_numpy(results[False][1]), rtol=1e-13, atol=1e-13)
+    # The adjoint identity <windows(pad(x)), dcols> == <x, col2im(dcols)>, independent of either implementation.
+    monkeypatch.setattr(backends.registry, "_fast", True)
+    cols = windows(pad2d(x, pad, pad, pad, pad), HH, WW, stride, H_out, W_out)
+    lhs = float(xp.sum(cols * dcols))
+    rhs = float(xp.sum(x * col2im(dcols, H, W, HH, WW, stride, pad)))
+    assert lhs == pytest.approx(rhs, rel=1e-12)

@@ -271,10 +271,14 @@ class Backend:
     # that a layer finds them from its inputs, traced or not:
     #   conv2d_forward(x, w, b, stride, pad) -> (out, ctx); conv2d_backward(dout, ctx, need_dx) -> (dx, dw, db)
     #   max_pool2d_forward(x, HH, WW, stride) -> (out, ctx); max_pool2d_backward(dout, ctx) -> dx
+    # and, beneath the standard im2col path, its two copying steps (``anynet.nn.conv``'s functions of the name):
+    #   pad2d(x, top, bottom, left, right) -> x padded; col2im(dcols, H, W, HH, WW, stride, pad) -> dx
     conv2d_forward = None
     conv2d_backward = None
     max_pool2d_forward = None
     max_pool2d_backward = None
+    pad2d = None
+    col2im = None
 
     @staticmethod
     def bfloat16_of(xp):

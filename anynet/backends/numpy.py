@@ -72,6 +72,32 @@ class NumpyBackend(Backend):
         values *= 2.0**-24
         return values.reshape(shape), {"key": state["key"], "counter": state["counter"] + n}
 
+    @staticmethod
+    def pad2d(x, top, bottom, left, right):
+        """``anynet.nn.conv.pad2d`` by writing ``x`` into zeros: one copy, where concatenation makes two."""
+        import numpy as np
+
+        if not (top or bottom or left or right):
+            return x
+        *lead, H, W = x.shape
+        out = np.zeros((*lead, top + H + bottom, left + W + right), dtype=x.dtype)
+        out[..., top:top + H, left:left + W] = x
+        return out
+
+    @staticmethod
+    def col2im(dcols, H, W, HH, WW, stride, pad):
+        """``anynet.nn.conv.col2im`` by adding each kernel offset's slab in place into the strided positions it
+        came from: no dilated, padded copy of every slab."""
+        import numpy as np
+
+        *lead, H_out, W_out = dcols.shape[1:]
+        dx = np.zeros((*lead, H + 2 * pad, W + 2 * pad), dtype=dcols.dtype)
+        h_span, w_span = stride * (H_out - 1) + 1, stride * (W_out - 1) + 1
+        for i in range(HH):
+            for j in range(WW):
+                dx[..., i:i + h_span:stride, j:j + w_span:stride] += dcols[i * WW + j]
+        return dx[..., pad:pad + H, pad:pad + W]
+
     def block_map(self):
         """A ``map(f, items) -> list`` over ``threads()`` threads, or None where threads cannot pay."""
         if threads() < 2 or not blas_idles_briefly():

@@ -11,8 +11,9 @@ The naive pair loops over output positions: it is the reference the fast
 pair is tested against. ``anynet.fast_layers`` re-exports the fast pair.
 
 Where the backend has the library's own convolution (torch, jax:
-``Backend.conv2d_forward``), the fast pair uses it; the standard-only code
-here is the reference it is tested against, and
+``Backend.conv2d_forward``), the fast pair uses it; NumPy, which has none,
+pads and adds slabs in place (``Backend.pad2d``, ``Backend.col2im``). The
+standard-only code here is the reference they are tested against, and
 ``anynet.backends.use_fast_paths(False)`` (or ``ANYNET_STANDARD_LAYERS=1``)
 forces it everywhere.
 """
@@ -34,6 +35,9 @@ def pad2d(x, top, bottom, left, right):
 
     Returns an array of shape ``(..., top + H + bottom, left + W + right)`` for ``x`` of shape ``(..., H, W)``.
     """
+    fast = fast_path(x, "pad2d")
+    if fast is not None:
+        return fast(x, top, bottom, left, right)
     xp = namespace(x)
 
     def zeros(axis, n):
@@ -106,6 +110,9 @@ def col2im(dcols, H, W, HH, WW, stride, pad):
 
     Returns an array of shape (A, B, H, W).
     """
+    fast = fast_path(dcols, "col2im")
+    if fast is not None:
+        return fast(dcols, H, W, HH, WW, stride, pad)
     dd = dilate2d(dcols, stride)
     H_d, W_d = dd.shape[-2:]
     # Offset (i, j) of padded position u reads dd[u - i]: padded by HH - 1 on top, row u + pad of x is at
