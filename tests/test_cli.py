@@ -854,16 +854,26 @@ def test_flags_a_model_does_not_take_are_one_line_before_any_data(args, message,
     assert sorted(tmp_path.iterdir()) == []
 
 
+def _readme_recipe():
+    """The flags of the README's CNN recipe (its command after "### The recipe"), without ``--data-dir DIR``."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme[readme.index("### The recipe"):].split("```bash\n", 1)[1].split("```", 1)[0]
+    argv = shlex.split(block.replace("\\\n", " "))
+    assert argv[:2] == ["anynet", "train"] and argv[-2:] == ["--data-dir", "DIR"], argv
+    return argv[2:-2]
+
+
 def test_the_readme_cnn_recipe_parses_and_builds_its_model(data_dir, capsys):
-    recipe = ("--model cnn --widths 64 128 256 --convs-per-stage 2 --augment --label-smoothing 0.2 --update-rule "
-              "nesterov_sgd --learning-rate 0.1 --lr-schedule cosine --warmup-epochs 1 --weight-decay 5e-4 "
-              "--batch-size 256 --epochs 30 --compile on --backend torch --flip-test --num-test 10000").split()
+    recipe = _readme_recipe()
     config = make_config(flags.config_from_args(cli.build_parser().parse_args(["train", *recipe])))
     assert config["lr_decay"] == 1.0 and config["batchnorm"] is True and config["augment"] is True
-    model = anynet.app.train.build_model({**config, "backend": "numpy", "device": None})
+    assert config["weight_decay"] > 0 and config["pool_after"] == 1 and config["precision"] == "bfloat16"
+    model = anynet.app.train.build_model({**config, "backend": "numpy", "precision": "float32", "device": None})
     assert model.params["W4"].shape == (128, 128, 3, 3) and len(model.weight_names) == 7
-    # On numpy (which compiles nothing) and for one step, every flag passes and only the tiny data is too small.
-    argv = [a for a in recipe if a not in ("--epochs", "30", "--compile", "on")]
+    # On numpy (which compiles nothing, in float32) and for one step, every other flag passes and only the tiny
+    # data is too small.
+    drop = {"--epochs": 1, "--compile": 1, "--precision": 1}
+    argv = [a for i, a in enumerate(recipe) if a not in drop and recipe[i - 1] not in drop]
     argv[argv.index("torch")] = "numpy"
     assert cli.main(["train", *argv, "--iterations", "1", "--num-training", "512", "--data-dir", str(data_dir),
                      "--quiet"]) == 2
