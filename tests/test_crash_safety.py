@@ -28,7 +28,8 @@ FLAGS = ["--num-training", "40", "--num-validation", "20", "--num-test", "20", "
          "--epochs", str(EPOCHS), "--quiet"]
 KILLS = 12
 
-# Runs ``python -m anynet`` with numpy.savez writing in 8 chunks, 2 ms apart.
+# Runs ``python -m anynet`` with numpy.savez writing in 8 chunks, 5 ms apart: a window that a kill aimed at it hits
+# on a loaded machine too.
 LAUNCHER = '''
 import io, runpy, sys, time
 import numpy as np
@@ -41,7 +42,7 @@ def slow_savez(file, *args, **kwargs):
     for start in range(0, len(data), step):
         file.write(data[start:start + step])
         file.flush()
-        time.sleep(0.002)
+        time.sleep(0.005)
 np.savez = slow_savez
 sys.argv[0] = "anynet"
 runpy.run_module("anynet", run_name="__main__", alter_sys=True)
@@ -117,9 +118,11 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(tmp_path
     kills = mid_write = 0
     last_t = 0
     rounds = 0
-    while kills < KILLS:
+    # An aimed kill can still miss on a machine busy with other work (the write ends before the poll sees it): the
+    # kills go on until three have landed mid-write.
+    while kills < KILLS or mid_write < 3:
         rounds += 1
-        assert rounds < 3 * KILLS, "the run kept finishing before it could be killed"
+        assert rounds < 4 * KILLS, f"{kills} kills in {rounds} rounds, {mid_write} during a checkpoint write"
         args = ["train", "--resume", ckpt, "--quiet"] if ckpt.exists() else ["train", *flags, "--out", out]
         known = _temporary_files(out)
         proc = _start(args, launcher)
@@ -142,7 +145,6 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(tmp_path
 
     print(f"{kills} kills in {rounds} rounds, {mid_write} during a checkpoint write; last checkpoint at "
           f"iteration {last_t} of {4 * EPOCHS}")
-    assert mid_write >= 3, f"only {mid_write} of {kills} kills landed during a checkpoint write"
     assert last_t < 4 * EPOCHS, "the kills never left work to resume"
     proc = _start(["train", "--resume", ckpt, "--quiet"] if ckpt.exists() else ["train", *flags, "--out", out])
     _, err = proc.communicate(timeout=120)
