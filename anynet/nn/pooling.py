@@ -36,6 +36,13 @@ def _pool_sizes(x, pool_param):
     return HH, WW, stride, 1 + (H - HH) // stride, 1 + (W - WW) // stride
 
 
+def _backward_sizes(dout, x, pool_param):
+    """``_pool_sizes`` for a backward pass, once ``dout`` is checked to have the forward output's shape."""
+    sizes = _pool_sizes(x, pool_param)
+    check_dout(dout, (*x.shape[:2], *sizes[3:]))
+    return sizes
+
+
 def _first_max_mask(values, axis):
     """Float 0/1 array like ``values``: 1 at the first maximum along ``axis`` (``argmax`` returns the first)."""
     xp = namespace(values)
@@ -85,9 +92,8 @@ def max_pool_backward_naive(dout, cache):
     """
     x, pool_param = cache
     xp = namespace(dout, x)
-    HH, WW, stride, H_out, W_out = _pool_sizes(x, pool_param)
+    HH, WW, stride, H_out, W_out = _backward_sizes(dout, x, pool_param)
     N, C, H, W = x.shape
-    check_dout(dout, (N, C, H_out, W_out))
     dx = xp.zeros_like(x)
     for y in range(H_out):
         for z in range(W_out):
@@ -126,9 +132,8 @@ def max_pool_backward_fast(dout, cache):
     dx : array, shape (N, C, H, W)
     """
     x, pool_param, cols = cache
-    HH, WW, stride, H_out, W_out = _pool_sizes(x, pool_param)
+    HH, WW, stride, H_out, W_out = _backward_sizes(dout, x, pool_param)
     N, C, H, W = x.shape
-    check_dout(dout, (N, C, H_out, W_out))
     if isinstance(cols, LibraryCache):
         return cols.backward(dout, cols.ctx)
     # The mask is made here, not in the forward pass, which also runs for scores alone.
@@ -166,9 +171,8 @@ def avg_pool_backward(dout, cache):
     """
     x, pool_param = cache
     xp = namespace(dout, x)
-    HH, WW, stride, H_out, W_out = _pool_sizes(x, pool_param)
+    HH, WW, stride, H_out, W_out = _backward_sizes(dout, x, pool_param)
     N, C, H, W = x.shape
-    check_dout(dout, (N, C, H_out, W_out))
     # A product with a constant, not broadcast_to: col2im may hand back a slice of its input (a 1 x 1 window).
     share = xp.full((HH * WW, 1, 1, 1, 1), 1.0 / (HH * WW), dtype=dout.dtype, device=_device(dout))
     return col2im(share * dout, H, W, HH, WW, stride, 0)
