@@ -365,6 +365,8 @@ def test_non_finite_loss_stops_naming_iteration_and_keeps_saved_state(tmp_path, 
     assert len(solver.loss_history) == 4 and all(math.isfinite(v) for v in solver.loss_history)
     assert_message(exc_info, "loss became nan at iteration 5", f"last finite loss {solver.loss_history[-1]}",
                    f"{ckpt}.npz", "intact", "best_params")
+    error = exc_info.value  # the same facts, for programs (anynet train's metrics.json)
+    assert math.isnan(error.loss) and error.iteration == 5 and error.last_finite_loss == solver.loss_history[-1]
     saved_bytes, best = snapshots[2]
     assert (tmp_path / "run.npz").read_bytes() == saved_bytes
     for k, v in best.items():

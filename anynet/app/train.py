@@ -8,7 +8,6 @@ itself is ``anynet.app.config``'s; what a run writes while it trains,
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -268,9 +267,9 @@ def _diverged_message(metrics, kept):
 
 def _divergence(solver, fault):
     """Where the loss of a run stopped by ``fault`` (the Solver's FloatingPointError) stopped being finite."""
-    found = re.match(r"loss became (\S+) at iteration", str(fault))
     finite = solver.loss_history  # every loss up to the first non-finite one
-    return {"iteration": len(finite) + 1, "loss": found.group(1) if found else None,
+    loss = getattr(fault, "loss", None)  # a NonFiniteLoss's; as text, which JSON holds for inf and nan too
+    return {"iteration": len(finite) + 1, "loss": None if loss is None else str(loss),
             "last_finite_loss": finite[-1] if finite else None}
 
 

@@ -272,6 +272,14 @@ def update(plan, state, params, grads, rate_factor=None):
     return next_params, next_state
 
 
+def scheduled_rate(rate, rate_factor):
+    """A group's learning rate ``rate`` (a 0-d array or a number: ``Plan.scalars``) times the schedule's
+    ``rate_factor`` (a 0-d array, or None: no schedule)."""
+    if rate_factor is None:
+        return rate
+    return rate * (namespace(rate).astype(rate_factor, rate.dtype) if hasattr(rate, "dtype") else rate_factor)
+
+
 def _update_group(plan, group, state, params, grads, out, rate_factor=None):
     """Group ``group``'s parameters updated into ``out``; returns the group's new state."""
     rule = plan.rule
@@ -279,10 +287,7 @@ def _update_group(plan, group, state, params, grads, out, rate_factor=None):
         (p,) = group.names
         out[p], config = rule(params[p], grads[p], dict(state))
         return config
-    rate = state["learning_rate"]
-    if rate_factor is not None:
-        rate = rate * (namespace(rate).astype(rate_factor, rate.dtype) if hasattr(rate, "dtype") else rate_factor)
-    config = {**dict(group.hyper), "learning_rate": rate}
+    config = {**dict(group.hyper), "learning_rate": scheduled_rate(state["learning_rate"], rate_factor)}
     if COUNTER in state:
         config[COUNTER] = state[COUNTER]
     keys = [k for k in state if k not in config]

@@ -23,6 +23,16 @@ from .optimizer import Optimizer, is_builtin, resolve_rule
 from .step import CourseModel, Statics, correct_count, train_step
 
 
+class NonFiniteLoss(FloatingPointError):
+    """Training stopped: the loss ``loss`` of iteration ``iteration`` (1-based) is not finite; ``last_finite_loss``
+    is the one before it (None if there was none)."""
+
+    def __init__(self, loss, iteration, last_finite_loss, where_saved):
+        super().__init__(f"loss became {loss} at iteration {iteration}; last finite loss {last_finite_loss}. "
+                         f"Lower the learning rate or the weight scale. {where_saved}")
+        self.loss, self.iteration, self.last_finite_loss = loss, iteration, last_finite_loss
+
+
 class Solver(AccuracyChecks):
     """Train a model by minibatch gradient descent, the CS231n way.
 
@@ -245,11 +255,6 @@ class Solver(AccuracyChecks):
     def _step(self):
         """One minibatch update; never waits on the device."""
         k = self.t % self.iterations_per_epoch
-        batch = slice(k * self.batch_size, (k + 1) * self.batch_size)
-        if self.compiled:  # the step picks its batch itself, at the position it carries (Statics.batch_size)
-            idx, y = self._order, self.y_train
-        else:  # a slice of the ordered labels is a view: no launch on a GPU
-            idx, y = self._order[batch], self._y_order[batch]
         model = self.model
         bn_state = model.bn_state() if hasattr(model, "bn_state") else []
         state = {"params": self._params(), "optim": self._optim_state, "bn": bn_state, "rng": self._rng_state}
@@ -258,10 +263,14 @@ class Solver(AccuracyChecks):
             if self._count is None:  # the step count on the device, carried from here on (never read back)
                 self._count = self.backend.xp.asarray(float(self.t), device=self.backend.device)
             state["t"] = self._count
-        if self.compiled:
+        if self.compiled:  # the step picks its batch itself, at the position it carries (Statics.batch_size)
             if self._batch is None or self._batch[1] != k:  # the batch's position on the device, carried on
                 self._batch = (self.backend.xp.asarray(k, device=self.backend.device), k)
             state["batch"] = self._batch[0]
+            idx, y = self._order, self.y_train
+        else:  # a slice of the ordered labels is a view: no launch on a GPU
+            batch = slice(k * self.batch_size, (k + 1) * self.batch_size)
+            idx, y = self._order[batch], self._y_order[batch]
         step = self._functions(statics)[0]
         state, loss = self._timed(step, state, self.X_train, y, idx)
         model.params.update(state["params"])
@@ -296,10 +305,7 @@ class Solver(AccuracyChecks):
         for i, value in enumerate(values):
             if not math.isfinite(value):
                 last = next((v for v in reversed(self.loss_history) if math.isfinite(v)), None)
-                raise FloatingPointError(
-                    f"loss became {value} at iteration {start + i + 1}; last finite loss {last}. "
-                    f"Lower the learning rate or the weight scale. {self._where_saved()}"
-                )
+                raise NonFiniteLoss(value, start + i + 1, last, self._where_saved())
             self.loss_history.append(value)
 
     def _where_saved(self):

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..nn.augment import random_crop_flip
-from .optimizer import update
+from .optimizer import scheduled_rate, update
 
 
 @dataclass(frozen=True)
@@ -101,9 +101,7 @@ def train_step(statics, state, X_train, y, idx):
     if statics.scaled:
         # The gradients of learning_rate * loss are the steps themselves, and a weight's step is the product its
         # affine backward pass makes, which the compiler subtracts from the weight as the product is made.
-        rate = optim_state[0]["learning_rate"]
-        if factor is not None:
-            rate = rate * (backend.xp.astype(factor, rate.dtype) if hasattr(rate, "dtype") else factor)
+        rate = scheduled_rate(optim_state[0]["learning_rate"], factor)
         loss, steps = spec.loss_and_grads(params, X, y, bn_params, dropout_param, scale=rate)
         next_params = {p: w - steps[p] for p, w in params.items()}
     else:
