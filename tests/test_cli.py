@@ -760,7 +760,7 @@ CNN = ["--model", "cnn", "--widths", "4", "8", "--num-training", "40", "--num-va
        "--batch-size", "20", "--learning-rate", "0.05", "--quiet"]
 # Every recipe flag: 2 iterations per epoch, so --warmup-epochs 1.5 is 3 warm-up iterations.
 RECIPE = ["--augment", "--label-smoothing", "0.1", "--update-rule", "nesterov_sgd", "--lr-schedule", "cosine",
-          "--warmup-epochs", "1.5", "--weight-decay", "1e-3", "--flip-test"]
+          "--warmup-epochs", "1.5", "--weight-decay", "1e-3", "--flip-test", "--translate-test"]
 
 
 @pytest.fixture(scope="module")
@@ -777,10 +777,11 @@ def test_cnn_trains_from_the_command_line_and_evaluates(cnn_run, capsys):
     config = metrics["config"]
     assert {k: config[k] for k in ("model", "widths", "convs_per_stage", "filter_size", "batchnorm", "augment",
                                    "label_smoothing", "update_rule", "lr_schedule", "warmup_epochs", "weight_decay",
-                                   "precision", "flip_test", "lr_decay", "weight_scale")} == {
+                                   "precision", "flip_test", "translate_test", "lr_decay", "weight_scale")} == {
         "model": "cnn", "widths": [4, 8], "convs_per_stage": 1, "filter_size": 3, "batchnorm": True, "augment": True,
         "label_smoothing": 0.1, "update_rule": "nesterov_sgd", "lr_schedule": "cosine", "warmup_epochs": 1.5,
-        "weight_decay": 1e-3, "precision": "float32", "flip_test": True, "lr_decay": 1.0, "weight_scale": None}
+        "weight_decay": 1e-3, "precision": "float32", "flip_test": True, "translate_test": True, "lr_decay": 1.0,
+        "weight_scale": None}
     assert "hidden_dims" not in config and "dropout" not in config  # the FC nets' flags did not apply
     # The rate of each epoch's last step: warm-up over 3 steps, then the cosine over the last one.
     rows = list(csv.DictReader(open(cnn_run / "metrics.csv", newline="")))
@@ -791,9 +792,42 @@ def test_cnn_trains_from_the_command_line_and_evaluates(cnn_run, capsys):
 
     assert min(imread(cnn_run / "weights.png").shape[:2]) > 100  # the 4 filters, enlarged
     capsys.readouterr()
-    assert cli.main(["evaluate", str(cnn_run / "model.npz")]) == 0  # with the flip test, as in training
+    assert cli.main(["evaluate", str(cnn_run / "model.npz")]) == 0  # with the test-time views of training
     out = capsys.readouterr().out
     assert f"val acc {metrics['val_acc']:.4f} (20 images)" in out and f"test acc {metrics['test_acc']:.4f}" in out
+
+
+def _view_accuracy(model, X, y, flip, translate):
+    """NumPy reference of the accuracy on test-time views: mirror images, one-pixel shifts with zeros coming in."""
+    def mirrored(images):
+        scores = np.asarray(model.loss(images))
+        return scores + np.asarray(model.loss(images[..., ::-1].copy())) if flip else scores
+
+    scores = mirrored(X)
+    if translate:
+        padded = np.pad(X, ((0, 0), (0, 0), (1, 1), (1, 1)))
+        scores = 2 * scores + mirrored(padded[..., :-2, :-2]) + mirrored(padded[..., 2:, 2:])
+    return float(np.mean(scores.argmax(axis=1) == y))
+
+
+def test_evaluate_averages_the_views_of_training_or_those_asked_for(cnn_run, trained, data_dir, capsys):
+    from anynet.app.evaluate import evaluate
+
+    data = get_cifar10_data(data_dir, 40, 20, 20)
+    X, y = data["X_test"], data["y_test"]
+    model = anynet.load_model(cnn_run / "model.npz")
+    assert evaluate(cnn_run / "model.npz")["test_acc"] == _view_accuracy(model, X, y, True, True)
+    plain = evaluate(cnn_run / "model.npz", flip_test=False, translate_test=False)["test_acc"]
+    assert plain == _view_accuracy(model, X, y, False, False)
+    with pytest.raises(TypeError, match="translate_test must be True, False or None; got 1"):
+        evaluate(cnn_run / "model.npz", translate_test=1)
+    # A run trained without them, asked on the command line.
+    model = anynet.load_model(trained / "model.npz")
+    data = get_cifar10_data(data_dir, 150, 50, 100)  # SIZES
+    X, y = data["X_test"], data["y_test"]
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(trained / "model.npz"), "--flip-test", "--translate-test"]) == 0
+    assert f"test acc {_view_accuracy(model, X, y, True, True):.4f}" in capsys.readouterr().out
 
 
 def test_cnn_resumes_as_if_never_stopped(tmp_path, data_dir, capsys):

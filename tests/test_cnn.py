@@ -158,13 +158,23 @@ def test_schedule_warms_up_then_decays_to_zero():
     assert steps[-1] < steps[0] / 3
 
 
-def test_flip_test_averages_each_image_with_its_mirror():
-    solver = _solver("numpy", False, iterations=3, flip_test=True)
+@pytest.mark.parametrize("translate", [False, True])
+def test_flip_test_averages_each_image_with_its_mirror_and_translate_test_with_its_shifts(backend_name, translate):
+    """The count in the (compiled, where the backend compiles) step against NumPy views of the images."""
+    solver = _solver(backend_name, "auto", iterations=3, flip_test=True, translate_test=translate)
     solver.train()
-    X, y = solver.X_val, solver.y_val
-    model = solver.model
-    scores = to_numpy(model.loss(X)) + to_numpy(model.loss(X[..., ::-1]))
-    assert solver.check_accuracy(X, y) == pytest.approx(float(np.mean(scores.argmax(axis=1) == y)))
+    X, y = to_numpy(solver.X_val), to_numpy(solver.y_val)
+    model, to_device = solver.model, solver.backend.to_device
+
+    def mirrored(images):
+        return to_numpy(model.loss(to_device(images))) + to_numpy(model.loss(to_device(images[..., ::-1].copy())))
+
+    scores = mirrored(X)
+    if translate:  # one pixel down-right and up-left, zeros at the border
+        padded = np.pad(X, ((0, 0), (0, 0), (1, 1), (1, 1)))
+        scores = 2 * scores + mirrored(padded[..., :-2, :-2]) + mirrored(padded[..., 2:, 2:])
+    accuracy = float(np.mean(scores.argmax(axis=1) == y))
+    assert solver.check_accuracy(X, y) == pytest.approx(accuracy)
 
 
 def test_weight_decay_reaches_the_weights_only():

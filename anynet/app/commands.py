@@ -146,6 +146,11 @@ def add_evaluate_parser(subparsers):
     parser.add_argument("--backend", choices=BACKENDS,
                         help="array library (default: $ANYNET_BACKEND, else as in training)")
     parser.add_argument("--device", help="device of the backend (default: $ANYNET_DEVICE, else as in training)")
+    parser.add_argument("--flip-test", action="store_true", default=None,
+                        help="average each image's scores with its mirror image's (default: as in training)")
+    parser.add_argument("--translate-test", action="store_true", default=None,
+                        help="average each image's scores with those of it shifted one pixel down-right and "
+                             "up-left (default: as in training)")
     parser.set_defaults(run=run_evaluate)
     return parser
 
@@ -160,7 +165,8 @@ def run_evaluate(args):
         if "backend" in place:
             check_place(place)
         result = evaluate(args.checkpoint, data_dir=args.data_dir, num_test=args.num_test,
-                          backend=place.get("backend"), device=place.get("device"))
+                          backend=place.get("backend"), device=place.get("device"), flip_test=args.flip_test,
+                          translate_test=args.translate_test)
     print(f"val acc {result['val_acc']:.4f} ({result['num_val']} images)")
     test = "n/a" if result["test_acc"] is None else f"{result['test_acc']:.4f}"
     print(f"test acc {test} ({result['num_test']} images)")

@@ -41,6 +41,7 @@ DEFAULTS = {
     "num_test": 1000,
     "augment": False,
     "flip_test": False,
+    "translate_test": False,
     "batchnorm": None,
     "dropout": None,
     "compile": "auto",
@@ -69,7 +70,8 @@ FIXED_ON_RESUME = (
     "model", "hidden_dims", "widths", "convs_per_stage", "pool_after", "filter_size", "update_rule", "learning_rate",
     "lr_decay",
     "lr_schedule", "warmup_epochs", "weight_decay", "reg", "weight_scale", "label_smoothing", "precision", "dtype",
-    "batch_size", "seed", "num_training", "num_validation", "augment", "flip_test", "batchnorm", "dropout",
+    "batch_size", "seed", "num_training", "num_validation", "augment", "flip_test", "translate_test", "batchnorm",
+    "dropout",
 )
 # Keys that say where and how a run computes, not what it trains: a resumed run or sweep may change them.
 PLACE_KEYS = ("backend", "device", "data_dir", "compile")

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from ..training.checkpoint import load_model, load_npz
 from .config import DEFAULTS, make_config
-from .train import accuracy, backend_name
+from .train import accuracy, backend_name, test_views
 
 
-def evaluate(checkpoint, data_dir=None, num_test=None, backend=None, device=None, data=None):
+def evaluate(checkpoint, data_dir=None, num_test=None, backend=None, device=None, data=None, flip_test=None,
+             translate_test=None):
     """Validation and test accuracy of the model saved in ``checkpoint``.
 
     The validation split and the mean image come from the checkpoint's config
     (``num_training``, ``num_validation``), as in training, and so does
-    ``flip_test`` (the accuracy of each image and its mirror image's scores).
+    ``flip_test`` and ``translate_test`` (the views of each image whose scores
+    are averaged), unless given here.
 
     Parameters
     ----------
@@ -26,6 +28,9 @@ def evaluate(checkpoint, data_dir=None, num_test=None, backend=None, device=None
         Where to run; default the checkpoint's backend (numpy when unknown).
     data : dict, optional
         Already loaded splits.
+    flip_test, translate_test : bool, optional
+        Average each image's scores with its mirror image's, and with those of
+        it shifted by a pixel; default as in training.
 
     Returns
     -------
@@ -37,6 +42,11 @@ def evaluate(checkpoint, data_dir=None, num_test=None, backend=None, device=None
     config = make_config({k: v for k, v in (saved if isinstance(saved, dict) else {}).items() if k in DEFAULTS})
     if data is None:
         _check_inputs(checkpoint, (meta.get("model_config") or {}).get("input_dim", 3 * 32 * 32))
+    for name, value in (("flip_test", flip_test), ("translate_test", translate_test)):
+        if value is not None:
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be True, False or None; got {value!r}")
+            config[name] = value
     if num_test is not None:
         config["num_test"] = num_test
     if data_dir is not None:
@@ -51,8 +61,8 @@ def evaluate(checkpoint, data_dir=None, num_test=None, backend=None, device=None
         data = get_cifar10_data(config["data_dir"], config["num_training"], config["num_validation"],
                                 config["num_test"], dtype=model.dtype)
     return {
-        "val_acc": accuracy(model, data["X_val"], data["y_val"], flip=config["flip_test"]),
-        "test_acc": accuracy(model, data["X_test"], data["y_test"], flip=config["flip_test"]),
+        "val_acc": accuracy(model, data["X_val"], data["y_val"], **test_views(config)),
+        "test_acc": accuracy(model, data["X_test"], data["y_test"], **test_views(config)),
         "num_val": int(data["X_val"].shape[0]),
         "num_test": int(data["X_test"].shape[0]),
         "backend": backend_name(model),

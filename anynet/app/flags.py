@@ -129,6 +129,9 @@ def add_train_flags(parser):
         help="random crops (padding 4) and horizontal flips of the training images, drawn at every step")
     add("--flip-test", key="flip_test", action="store_true",
         help="measure accuracy on the mean of the scores of each image and its mirror image")
+    add("--translate-test", key="translate_test", action="store_true",
+        help="measure accuracy on the mean of the scores of each image and of it shifted one pixel "
+             "down-right and up-left (weights 1/2, 1/4, 1/4)")
     add("--compile", key="compile", choices=("auto", "on", "off"),
         help="compile the training step where the backend can (auto: where it pays)")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from .. import backends
 from ..models import ConvNet, FullyConnectedNet, TwoLayerNet
 from ..nn import checks
+from ..nn.augment import augmented_scores
 from ..training.checkpoint import CheckpointError, is_training_checkpoint, load_npz, save_model
 from ..training.solver import Solver
 from .config import COMPILE, DEFAULTS, FIXED_ON_RESUME, MODELS, applied_config, flag, make_config
@@ -144,10 +145,11 @@ def _length(config):
     return ("--epochs", config["epochs"]) if config["iterations"] is None else ("--iterations", config["iterations"])
 
 
-def accuracy(model, X, y, batch_size=1000, flip=False):
+def accuracy(model, X, y, batch_size=1000, flip=False, translate=False):
     """Fraction of images ``X`` that ``model`` labels as ``y`` (NumPy or device arrays); None when empty.
 
-    With ``flip``, each image's scores are averaged with its mirror image's (the Solver's ``flip_test``).
+    With ``flip`` or ``translate``, the scores are averaged over views of each image, as the Solver's
+    ``flip_test`` and ``translate_test`` do (``anynet.nn.augment.augmented_scores``).
     """
     N = X.shape[0]
     if N == 0:
@@ -161,12 +163,17 @@ def accuracy(model, X, y, batch_size=1000, flip=False):
     for start in range(0, N, batch_size):
         stop = min(start + batch_size, N)
         batch = X[start:stop, ...]
-        if flip:
-            labels = xp.argmax(model.loss(batch) + model.loss(xp.flip(batch, axis=-1)), axis=1)
+        if flip or translate:
+            labels = xp.argmax(augmented_scores(model.loss, batch, flip, translate), axis=1)
         else:
             labels = model.predict(batch)
         correct = correct + xp.sum(xp.astype(labels == y[start:stop], count))
     return int(correct) / N
+
+
+def test_views(config):
+    """``accuracy``'s ``flip`` and ``translate`` as a run's ``config`` chose them."""
+    return {"flip": config["flip_test"], "translate": config["translate_test"]}
 
 
 def backend_name(model):
@@ -304,6 +311,7 @@ def _solver(model, data, config, out_dir, resume):
         checkpoint_name=checkpoint_name, verbose=False, seed=config["seed"], compile=COMPILE[config["compile"]],
         augment=True if config["augment"] else None, lr_schedule=config["lr_schedule"],
         warmup_iterations=round(config["warmup_epochs"] * per_epoch), flip_test=config["flip_test"],
+        translate_test=config["translate_test"],
     )
     if resume is not None:
         solver.load_checkpoint(resume)
@@ -344,9 +352,10 @@ def _metrics(solver, data, config, out_dir, seconds, start_t, stopped, kept=True
     model = solver.model
     X_test, y_test = data.get("X_test"), data.get("y_test")
     measure = kept and X_test is not None
+    views = test_views(config)
     return {
-        "val_acc": accuracy(model, data["X_val"], data["y_val"], flip=config["flip_test"]) if kept else None,
-        "test_acc": accuracy(model, X_test, y_test, flip=config["flip_test"]) if measure else None,
+        "val_acc": accuracy(model, data["X_val"], data["y_val"], **views) if kept else None,
+        "test_acc": accuracy(model, X_test, y_test, **views) if measure else None,
         "best_val_acc": solver.best_val_acc,
         "final_train_acc": solver.train_acc_history[-1] if solver.train_acc_history else None,
         "train_seconds": seconds,

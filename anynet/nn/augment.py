@@ -17,7 +17,7 @@ from __future__ import annotations
 from ..backends import namespace
 from .layers import _device
 
-__all__ = ["random_crop_flip"]
+__all__ = ["random_crop_flip", "shift", "augmented_scores"]
 
 
 def random_crop_flip(x, rng, pad=4, flip=True):
@@ -57,3 +57,57 @@ def random_crop_flip(x, rng, pad=4, flip=True):
     S = xp.astype(cols[None, None, :] == source[:, :, None] + dx[:, None, None], x.dtype)  # (N, W, W)
     shifted = R[:, None, :, :] @ x  # (N, C, H, W)
     return shifted @ xp.permute_dims(S, (0, 2, 1))[:, None, :, :]
+
+
+def shift(x, dy, dx):
+    """Images ``x`` (N, C, H, W) moved ``dy`` rows down and ``dx`` columns right, zeros coming in at the border
+    (negative offsets move up and left), as a crop of the zero-padded image does it.
+
+    Returns
+    -------
+    array, shape (N, C, H, W), a new array.
+    """
+    xp = namespace(x)
+    if x.ndim != 4:
+        raise ValueError(f"x must have 4 dimensions (N, C, H, W); got shape {tuple(x.shape)}")
+    N, C, H, W = x.shape
+    if abs(dy) >= H or abs(dx) >= W:
+        raise ValueError(f"shifts must be smaller than the image ({H}x{W}); got dy={dy}, dx={dx}")
+    dev = _device(x)
+    if dy:
+        rows = xp.zeros((N, C, abs(dy), W), dtype=x.dtype, device=dev)
+        x = xp.concat([rows, x[:, :, :H - dy, :]] if dy > 0 else [x[:, :, -dy:, :], rows], axis=2)
+    if dx:
+        cols = xp.zeros((N, C, H, abs(dx)), dtype=x.dtype, device=dev)
+        x = xp.concat([cols, x[:, :, :, :W - dx]] if dx > 0 else [x[:, :, :, -dx:], cols], axis=3)
+    return x
+
+
+def augmented_scores(scores, x, flip=False, translate=False):
+    """The mean of the scores a model gives several views of images ``x``: test-time augmentation.
+
+    With ``flip``, each image's scores are averaged with its mirror image's. With ``translate``, as airbench's
+    test-time augmentation: half the weight stays on the image (and its mirror), a quarter goes to it shifted
+    one pixel down and right, a quarter to it shifted one pixel up and left (``shift``).
+
+    Parameters
+    ----------
+    scores : callable
+        ``scores(x)``: the model's class scores, shape (N, C), of images (N, ...).
+    x : array, shape (N, C, H, W) with ``translate``, else any shape ``scores`` takes
+    flip, translate : bool
+
+    Returns
+    -------
+    array, shape (N, C)
+    """
+    xp = namespace(x)
+
+    def mirrored(images):
+        out = scores(images)
+        return 0.5 * (out + scores(xp.flip(images, axis=-1))) if flip else out
+
+    out = mirrored(x)
+    if translate:
+        out = 0.5 * out + 0.25 * (mirrored(shift(x, 1, 1)) + mirrored(shift(x, -1, -1)))
+    return out

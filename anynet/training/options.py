@@ -27,12 +27,13 @@ DEFAULTS = {
     "lr_schedule": None,
     "warmup_iterations": 0,
     "flip_test": False,
+    "translate_test": False,
 }
 SCHEDULES = ("linear", "cosine")
 # The options a Solver keeps as attributes of the same name, as they are after ``checked``.
 KEPT = ("lr_decay", "batch_size", "num_epochs", "num_iterations", "num_train_samples", "num_val_samples",
         "checkpoint_name", "print_every", "verbose", "seed", "callback", "augment", "lr_schedule",
-        "warmup_iterations", "flip_test")
+        "warmup_iterations", "flip_test", "translate_test")
 
 
 def checked(kwargs):
@@ -58,8 +59,9 @@ def checked(kwargs):
     if opts["lr_schedule"] not in (None, *SCHEDULES):
         raise ValueError(f"lr_schedule must be None or one of {', '.join(SCHEDULES)}; got {opts['lr_schedule']!r}")
     opts["warmup_iterations"] = checks.integer("warmup_iterations", opts["warmup_iterations"], low=0)
-    if not isinstance(opts["flip_test"], bool):
-        raise TypeError(f"flip_test must be True or False; got {opts['flip_test']!r}")
+    for name in ("flip_test", "translate_test"):
+        if not isinstance(opts[name], bool):
+            raise TypeError(f"{name} must be True or False; got {opts[name]!r}")
     if not isinstance(opts["optim_config"], (dict, type(None))):
         raise TypeError(f"optim_config must be a dict or None; got {type(opts['optim_config']).__name__}")
     return opts

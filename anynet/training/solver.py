@@ -100,6 +100,10 @@ class Solver(AccuracyChecks):
     flip_test : bool
         Measure accuracy on the average of each image's scores and its
         mirror image's.
+    translate_test : bool
+        Measure accuracy on the average of each image's scores and those of
+        it shifted one pixel down-right and up-left (weights 1/2, 1/4, 1/4;
+        images (N, C, H, W) only), as airbench's test-time augmentation.
 
     Attributes
     ----------
@@ -226,7 +230,8 @@ class Solver(AccuracyChecks):
         if self.lr_schedule is not None or self.warmup_iterations:
             schedule = (self.lr_schedule or "constant", self.warmup_iterations, self.num_iterations)
         return Statics(spec, self.optimizer.plan, self.backend, self.optimizer.single_rate(), self.augment, schedule,
-                       self.flip_test, backends.fast_paths(), self.batch_size if self.compiled else None)
+                       self.flip_test, self.translate_test, backends.fast_paths(),
+                       self.batch_size if self.compiled else None)
 
     def _functions(self, statics):
         """``(step, count)`` of ``statics``: compiled (once per model, statics and shapes) or as they are."""

@@ -34,7 +34,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..nn.augment import random_crop_flip
+from ..nn.augment import augmented_scores, random_crop_flip
 from .optimizer import scheduled_rate, update
 
 
@@ -48,8 +48,9 @@ class Statics:
     learning rate (``Optimizer.single_rate``). ``augment`` is ``(pad, flip)``
     of the random crops and flips (``anynet.nn.augment``), or None;
     ``schedule`` is ``(kind, warmup, total)`` of a per-step learning-rate
-    schedule (``rate_factor``), or None; ``flip_test`` averages each image's
-    scores with its mirror's in the accuracy count; ``fast_paths`` is
+    schedule (``rate_factor``), or None; ``flip_test`` and ``translate_test``
+    choose the views of each image the accuracy count averages
+    (``anynet.nn.augment.augmented_scores``); ``fast_paths`` is
     ``anynet.backends.fast_paths()`` (the layers traced depend on it).
     ``batch_size`` (a compiled step's): the step is given the whole
     training set's labels and the epoch's order of the images, and picks its
@@ -66,6 +67,7 @@ class Statics:
     augment: tuple | None = None
     schedule: tuple | None = None
     flip_test: bool = False
+    translate_test: bool = False
     fast_paths: bool = True
     batch_size: int | None = None
 
@@ -134,13 +136,14 @@ def rate_factor(xp, t, kind, warmup, total):
 def correct_count(statics, params, bn_state, X, y):
     """How many of ``X`` the model labels as ``y``: a 0-d integer array on the device (pure, compiled too).
 
-    With ``statics.flip_test``, each image's scores are averaged with its mirror image's.
+    With ``statics.flip_test`` or ``statics.translate_test``, the scores are
+    averaged over views of each image (``augmented_scores``).
     """
     xp = statics.backend.xp
     spec = statics.model
-    scores = spec.scores(params, X, spec.bn_params_of(bn_state, "test"))
-    if statics.flip_test:
-        scores = scores + spec.scores(params, xp.flip(X, axis=-1), spec.bn_params_of(bn_state, "test"))
+    bn_params = spec.bn_params_of(bn_state, "test")
+    scores = augmented_scores(lambda views: spec.scores(params, views, bn_params), X, statics.flip_test,
+                              statics.translate_test)
     # Counted in y's integer type: JAX's 32-bit mode has no int64.
     return xp.sum(xp.astype(xp.argmax(scores, axis=1) == y, y.dtype))
 

@@ -36,6 +36,7 @@ _KINDS = {
     "batchnorm": bool,
     "augment": bool,
     "flip_test": bool,
+    "translate_test": bool,
     "hidden_dims": tuple,
     "widths": tuple,
     "lr_schedule": str,
