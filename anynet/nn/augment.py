@@ -1,6 +1,8 @@
-"""Data augmentation inside a training step: each image its own random crop and horizontal flip.
+"""Data augmentation: each training image its own random crop and horizontal flip inside a step
+(``random_crop_flip``), and the mean scores of test-time views (``augmented_scores``: mirror images, one-pixel
+shifts).
 
-As torchvision's ``RandomCrop(size, padding=pad)`` and ``RandomHorizontalFlip()``
+The crops and flips are as torchvision's ``RandomCrop(size, padding=pad)`` and ``RandomHorizontalFlip()``
 do it: every image is shifted by its own offset in each direction, uniform in
 ``[-pad, pad]``, the zeros of the padding coming in at the border, and mirrored
 left to right with probability 1/2. The draws come from the generator a step
