@@ -22,6 +22,13 @@ from .layers import _device
 __all__ = ["random_crop_flip", "shift", "augmented_scores"]
 
 
+def _images(x):
+    """``(namespace, (N, C, H, W), device)`` of a batch of images ``x``, refused unless it has 4 dimensions."""
+    if x.ndim != 4:
+        raise ValueError(f"x must have 4 dimensions (N, C, H, W); got shape {tuple(x.shape)}")
+    return namespace(x), tuple(x.shape), _device(x)
+
+
 def random_crop_flip(x, rng, pad=4, flip=True):
     """Images ``x`` (N, C, H, W), each shifted by its own random offset in ``[-pad, pad]`` (rows and columns) and,
     with ``flip``, mirrored left to right with probability 1/2.
@@ -39,11 +46,7 @@ def random_crop_flip(x, rng, pad=4, flip=True):
     -------
     array, shape (N, C, H, W), a new array.
     """
-    xp = namespace(x)
-    if x.ndim != 4:
-        raise ValueError(f"x must have 4 dimensions (N, C, H, W); got shape {tuple(x.shape)}")
-    N, C, H, W = x.shape
-    dev = _device(x)
+    xp, (N, C, H, W), dev = _images(x)
     u = rng.uniform((3, N), dtype="float64" if x.dtype == xp.float64 else "float32")
     span = 2 * pad + 1
     dy = xp.astype(xp.floor(u[0, :] * span), xp.int32) - pad
@@ -69,13 +72,9 @@ def shift(x, dy, dx):
     -------
     array, shape (N, C, H, W), a new array.
     """
-    xp = namespace(x)
-    if x.ndim != 4:
-        raise ValueError(f"x must have 4 dimensions (N, C, H, W); got shape {tuple(x.shape)}")
-    N, C, H, W = x.shape
+    xp, (N, C, H, W), dev = _images(x)
     if abs(dy) >= H or abs(dx) >= W:
         raise ValueError(f"shifts must be smaller than the image ({H}x{W}); got dy={dy}, dx={dx}")
-    dev = _device(x)
     if dy:
         rows = xp.zeros((N, C, abs(dy), W), dtype=x.dtype, device=dev)
         x = xp.concat([rows, x[:, :, :H - dy, :]] if dy > 0 else [x[:, :, -dy:, :], rows], axis=2)
