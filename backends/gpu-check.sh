@@ -80,9 +80,11 @@ if [ -z "$data" ] && [ -f data/cifar10-jpeg.tar.gz ] && [ -f data/make_cifar10.p
   $py data/make_cifar10.py data/cifar > "$OUT/make-cifar.txt" 2>&1 && data=data/cifar
 fi
 if [ -n "$data" ] || [ -n "$DRY" ]; then
+  # The README's recipe (its learning rate doubled with the batch), for 10 epochs.
   step cnn-recipe 150 $py -m anynet train --model cnn --widths 64 128 256 --convs-per-stage 2 --pool-after 1 \
-    --augment --label-smoothing 0.2 --update-rule nesterov_sgd --learning-rate 0.2 --lr-schedule cosine \
-    --warmup-epochs 1 --weight-decay 5e-4 --batch-size 512 --epochs 10 --flip-test --num-test 10000 \
+    --precision bfloat16 --augment --label-smoothing 0.2 --update-rule nesterov_sgd --learning-rate 0.2 \
+    --lr-schedule cosine --warmup-epochs 1 --weight-decay 5e-3 --batch-size 512 --epochs 10 --flip-test \
+    --translate-test --num-test 10000 \
     --backend torch --device cuda --compile on --data-dir "${data:-none}" --out "$OUT/recipe" --quiet
 else
   echo "cnn-recipe: skipped, no CIFAR-10 (set CIFAR10_DIR, or carry data/cifar10-jpeg.tar.gz and make_cifar10.py)" \
