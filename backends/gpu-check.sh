@@ -84,7 +84,7 @@ if [ -n "$data" ] || [ -n "$DRY" ]; then
   step cnn-recipe 150 $py -m anynet train --model cnn --widths 64 128 256 --convs-per-stage 2 --pool-after 1 \
     --precision bfloat16 --augment --label-smoothing 0.2 --update-rule nesterov_sgd --learning-rate 0.2 \
     --lr-schedule cosine --warmup-epochs 1 --weight-decay 5e-3 --batch-size 512 --epochs 10 --flip-test \
-    --translate-test --num-test 10000 \
+    --translate-test --keep last --num-test 10000 \
     --backend torch --device cuda --compile on --data-dir "${data:-none}" --out "$OUT/recipe" --quiet
 else
   echo "cnn-recipe: skipped, no CIFAR-10 (set CIFAR10_DIR, or carry data/cifar10-jpeg.tar.gz and make_cifar10.py)" \

@@ -492,6 +492,29 @@ def test_evaluate_refuses_a_model_of_another_input_size(tmp_path, capsys):
     assert err.count("\n") == 1 and str(path) in err and "100 inputs per image" in err and "3072" in err
 
 
+def test_keep_last_saves_and_measures_the_last_steps_parameters(tmp_path, data_dir, capsys):
+    out = tmp_path / "last"
+    assert cli.main(["train", "--data-dir", str(data_dir), *SMALL, "--learning-rate", "0.05", "--epochs", "3",
+                     "--keep", "last", "--quiet", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["keep"] == "last"
+    kept, last = anynet.load_model(out / "model.npz"), anynet.load_model(out / "checkpoint.npz", params="last")
+    best = anynet.load_model(out / "checkpoint.npz")
+    assert not all(np.array_equal(best.params[k], last.params[k]) for k in last.params)  # two different sets
+    for k in last.params:
+        np.testing.assert_array_equal(kept.params[k], last.params[k])
+    data = get_cifar10_data(data_dir, 150, 50, 100)  # SIZES
+    assert metrics["test_acc"] == float(np.mean(last.predict(data["X_test"]) == data["y_test"]))
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out / "checkpoint.npz"), "--params", "last"]) == 0
+    assert f"test acc {metrics['test_acc']:.4f}" in capsys.readouterr().out
+    assert cli.main(["evaluate", str(out / "model.npz"), "--params", "last"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a saved model: it holds one set of parameters" in err
+    assert cli.main(["train", "--data-dir", str(data_dir), *SMALL, "--keep", "final", "--out", str(tmp_path)]) == 2
+    assert "--keep: invalid choice: 'final'" in capsys.readouterr().err
+
+
 def test_sweep_without_dask_names_the_extra(tmp_path, data_dir, monkeypatch, capsys):
     for name in ("dask", "distributed"):
         monkeypatch.setitem(sys.modules, name, None)  # import fails as if not installed

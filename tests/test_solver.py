@@ -185,6 +185,31 @@ def test_load_model_gives_best_parameters(tmp_path, backend_name):
     np.testing.assert_array_equal(backends.to_numpy(loaded.predict(X)), backends.to_numpy(model.predict(X)))
 
 
+def test_keep_last_ends_with_the_last_steps_parameters(tmp_path, backend_name):
+    best_model, best = _small_problem(backend_name, checkpoint_name=tmp_path / "best")
+    best.train()
+    assert best.val_acc_history[-1] < best.best_val_acc  # the last epoch is not the best: the two sets differ
+    last_model, last = _small_problem(backend_name, checkpoint_name=tmp_path / "last", keep="last")
+    last.train()
+    X = np.random.default_rng(5).standard_normal((7, 8))
+
+    def scores(model):
+        return backends.to_numpy(model.predict(X))
+
+    last_of_best = anynet.load_model(tmp_path / "best.npz", backend=backend_name, params="last")
+    np.testing.assert_array_equal(scores(last_model), scores(last_of_best))
+    np.testing.assert_array_equal(scores(best_model), scores(anynet.load_model(tmp_path / "last.npz",
+                                                                               backend=backend_name)))
+    assert not np.array_equal(scores(best_model), scores(last_model))
+    with pytest.raises(ValueError, match="keep must be one of best, last; got 'final'"):
+        _small_problem(backend_name, keep="final")
+    with pytest.raises(ValueError, match="params must be 'best' or 'last'; got 'final'"):
+        anynet.load_model(tmp_path / "best.npz", params="final")
+    anynet.save_model(best_model, tmp_path / "model.npz")
+    with pytest.raises(anynet.CheckpointError, match="is a saved model: it holds one set of parameters"):
+        anynet.load_model(tmp_path / "model.npz", params="last")
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_non_finite_loss_stops_with_iteration(tmp_path, backend_name):
     model, solver = _small_problem(backend_name, optim_config={"learning_rate": 1e30},

@@ -151,6 +151,9 @@ def add_evaluate_parser(subparsers):
     parser.add_argument("--translate-test", action="store_true", default=None,
                         help="average each image's scores with those of it shifted one pixel down-right and "
                              "up-left (default: as in training)")
+    parser.add_argument("--params", choices=("best", "last"), default="best",
+                        help="from checkpoint.npz, the parameters of the best validation check (default) or of "
+                             "the last step")
     parser.set_defaults(run=run_evaluate)
     return parser
 
@@ -166,7 +169,7 @@ def run_evaluate(args):
             check_place(place)
         result = evaluate(args.checkpoint, data_dir=args.data_dir, num_test=args.num_test,
                           backend=place.get("backend"), device=place.get("device"), flip_test=args.flip_test,
-                          translate_test=args.translate_test)
+                          translate_test=args.translate_test, params=args.params)
     print(f"val acc {result['val_acc']:.4f} ({result['num_val']} images)")
     test = "n/a" if result["test_acc"] is None else f"{result['test_acc']:.4f}"
     print(f"test acc {test} ({result['num_test']} images)")

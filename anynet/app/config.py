@@ -42,6 +42,7 @@ DEFAULTS = {
     "augment": False,
     "flip_test": False,
     "translate_test": False,
+    "keep": "best",
     "batchnorm": None,
     "dropout": None,
     "compile": "auto",
@@ -63,8 +64,10 @@ MODEL_DEFAULTS = {
 }
 LR_SCHEDULES = ("none", "linear", "cosine")  # "none" (a grid value) is None
 PRECISIONS = ("float32", "bfloat16")
+KEEPS = ("best", "last")  # the Solver's keep=
 COMPILE = {"auto": "auto", "on": True, "off": False}  # --compile -> the Solver's compile=
-_CHOICES = {"compile": tuple(COMPILE), "lr_schedule": (None, *LR_SCHEDULES), "precision": (None, *PRECISIONS)}
+_CHOICES = {"compile": tuple(COMPILE), "lr_schedule": (None, *LR_SCHEDULES), "precision": (None, *PRECISIONS),
+            "keep": KEEPS}
 # Keys that shape the trajectory of a run: a resumed run must keep them.
 FIXED_ON_RESUME = (
     "model", "hidden_dims", "widths", "convs_per_stage", "pool_after", "filter_size", "update_rule", "learning_rate",

@@ -8,7 +8,7 @@ from .train import accuracy, backend_name, test_views
 
 
 def evaluate(checkpoint, data_dir=None, num_test=None, backend=None, device=None, data=None, flip_test=None,
-             translate_test=None):
+             translate_test=None, params="best"):
     """Validation and test accuracy of the model saved in ``checkpoint``.
 
     The validation split and the mean image come from the checkpoint's config
@@ -31,6 +31,9 @@ def evaluate(checkpoint, data_dir=None, num_test=None, backend=None, device=None
     flip_test, translate_test : bool, optional
         Average each image's scores with its mirror image's, and with those of
         it shifted by a pixel; default as in training.
+    params : "best" or "last"
+        From checkpoint.npz, the parameters of the best validation check
+        (those model.npz holds after a run that kept them) or of the last step.
 
     Returns
     -------
@@ -54,7 +57,7 @@ def evaluate(checkpoint, data_dir=None, num_test=None, backend=None, device=None
     if backend is None:
         backend = config["backend"]
         device = config["device"] if device is None else device
-    model = load_model(checkpoint, backend=backend, device=device)
+    model = load_model(checkpoint, backend=backend, device=device, params=params)
     if data is None:
         from ..data import get_cifar10_data
 

@@ -17,7 +17,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from .config import DEFAULTS, LR_SCHEDULES, MODEL_DEFAULTS, MODELS, PRECISIONS
+from .config import DEFAULTS, KEEPS, LR_SCHEDULES, MODEL_DEFAULTS, MODELS, PRECISIONS
 
 # Environment variables that stand for a flag of every subcommand that has it (the flag wins).
 ENVIRONMENT = {"backend": "ANYNET_BACKEND", "device": "ANYNET_DEVICE"}
@@ -132,6 +132,8 @@ def add_train_flags(parser):
     add("--translate-test", key="translate_test", action="store_true",
         help="measure accuracy on the mean of the scores of each image and of it shifted one pixel "
              "down-right and up-left (weights 1/2, 1/4, 1/4)")
+    add("--keep", key="keep", choices=KEEPS,
+        help="the parameters a run ends with: those of the best validation check (default), or the last step's")
     add("--compile", key="compile", choices=("auto", "on", "off"),
         help="compile the training step where the backend can (auto: where it pays)")
 

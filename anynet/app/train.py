@@ -311,7 +311,7 @@ def _solver(model, data, config, out_dir, resume):
         checkpoint_name=checkpoint_name, verbose=False, seed=config["seed"], compile=COMPILE[config["compile"]],
         augment=True if config["augment"] else None, lr_schedule=config["lr_schedule"],
         warmup_iterations=round(config["warmup_epochs"] * per_epoch), flip_test=config["flip_test"],
-        translate_test=config["translate_test"],
+        translate_test=config["translate_test"], keep=config["keep"],
     )
     if resume is not None:
         solver.load_checkpoint(resume)
@@ -336,7 +336,8 @@ def _run(solver, config, quiet, folder, tensorboard, on_epoch):
         solver.train()
     except StopRun as exc:
         stopped = str(exc) or "stopped"
-        solver._restore_best()  # as train() does at the end of a run: the model ends with its best parameters
+        if solver.keep == "best":  # as train() does at the end of a run
+            solver._restore_best()
     except FloatingPointError as exc:  # a non-finite loss: the model goes back to the best parameters so far
         fault = exc
         solver._restore_best()

@@ -188,7 +188,7 @@ def _restore_bn(bn_params, arrays, prefix, xp, device):
         bn_params[int(i)][key] = xp.asarray(a, device=device)
 
 
-def load_model(path, backend=None, device=None):
+def load_model(path, backend=None, device=None, params="best"):
     """Rebuild the model saved in checkpoint ``path``, ready to predict.
 
     The model gets the best parameters the Solver had seen when it saved
@@ -200,13 +200,23 @@ def load_model(path, backend=None, device=None):
     path : str or path
     backend, device : optional
         Where to put the model; default ``anynet.get_backend()``.
+    params : "best" or "last"
+        From a training checkpoint, the parameters of its best validation
+        check, or those of its last step (a Solver's ``keep``).
     """
+    if params not in ("best", "last"):
+        raise ValueError(f"params must be 'best' or 'last'; got {params!r}")
     arrays, meta = load_npz(path)
     cls = MODELS.get(meta.get("model"))
     if cls is None:
         raise CheckpointError(f"checkpoint {path} holds an unknown model {meta.get('model')!r}")
+    if params == "last" and not is_training_checkpoint(meta):
+        raise CheckpointError(
+            f"{path} is a saved model: it holds one set of parameters, those its run kept; the last step's "
+            "are in a training checkpoint (anynet train's checkpoint.npz)"
+        )
     model = cls(**meta["model_config"], backend=backend, device=device)
-    best = _group(arrays, "best")
+    best = _group(arrays, "best") if params == "best" else {}
     params = best or _group(arrays, "params")
     _set_params(model, params, path)
     _restore_bn(model.bn_params, arrays, "best_bn" if best else "bn", model.xp, model.device)

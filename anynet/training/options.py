@@ -28,12 +28,14 @@ DEFAULTS = {
     "warmup_iterations": 0,
     "flip_test": False,
     "translate_test": False,
+    "keep": "best",
 }
 SCHEDULES = ("linear", "cosine")
+KEEPS = ("best", "last")
 # The options a Solver keeps as attributes of the same name, as they are after ``checked``.
 KEPT = ("lr_decay", "batch_size", "num_epochs", "num_iterations", "num_train_samples", "num_val_samples",
         "checkpoint_name", "print_every", "verbose", "seed", "callback", "augment", "lr_schedule",
-        "warmup_iterations", "flip_test", "translate_test")
+        "warmup_iterations", "flip_test", "translate_test", "keep")
 
 
 def checked(kwargs):
@@ -62,6 +64,8 @@ def checked(kwargs):
     for name in ("flip_test", "translate_test"):
         if not isinstance(opts[name], bool):
             raise TypeError(f"{name} must be True or False; got {opts[name]!r}")
+    if opts["keep"] not in KEEPS:
+        raise ValueError(f"keep must be one of {', '.join(KEEPS)}; got {opts['keep']!r}")
     if not isinstance(opts["optim_config"], (dict, type(None))):
         raise TypeError(f"optim_config must be a dict or None; got {type(opts['optim_config']).__name__}")
     return opts

@@ -104,6 +104,12 @@ class Solver(AccuracyChecks):
         Measure accuracy on the average of each image's scores and those of
         it shifted one pixel down-right and up-left (weights 1/2, 1/4, 1/4;
         images (N, C, H, W) only), as airbench's test-time augmentation.
+    keep : "best" or "last"
+        The parameters the model ends training with: those of the best
+        validation check, as the course's Solver does, or the last step's. A
+        schedule that anneals the learning rate to zero ends with the trained
+        parameters, where a small validation split picks among epochs that it
+        cannot tell apart.
 
     Attributes
     ----------
@@ -329,7 +335,7 @@ class Solver(AccuracyChecks):
     # The loop.
 
     def train(self):
-        """Run the optimization; at the end the model holds the best parameters."""
+        """Run the optimization; at the end the model holds the best parameters (or the last, with ``keep``)."""
         try:
             while self.t < self.num_iterations:
                 if self._drawn != (self.seed, self.epoch):
@@ -342,7 +348,8 @@ class Solver(AccuracyChecks):
                 self._after_step(first)
         finally:
             self._flush_pending_quietly()
-        self._restore_best()
+        if self.keep == "best":
+            self._restore_best()
 
     def _after_step(self, first):
         """The books after a step: printing, the decay and accuracy at epoch ends, checkpoints, the callback."""

@@ -37,6 +37,7 @@ _KINDS = {
     "augment": bool,
     "flip_test": bool,
     "translate_test": bool,
+    "keep": str,
     "hidden_dims": tuple,
     "widths": tuple,
     "lr_schedule": str,
