@@ -203,7 +203,7 @@ def test_keep_last_ends_with_the_last_steps_parameters(tmp_path, backend_name):
     assert not np.array_equal(scores(best_model), scores(last_model))
     with pytest.raises(ValueError, match="keep must be one of best, last; got 'final'"):
         _small_problem(backend_name, keep="final")
-    with pytest.raises(ValueError, match="params must be 'best' or 'last'; got 'final'"):
+    with pytest.raises(ValueError, match="params must be one of best, last; got 'final'"):
         anynet.load_model(tmp_path / "best.npz", params="final")
     anynet.save_model(best_model, tmp_path / "model.npz")
     with pytest.raises(anynet.CheckpointError, match="is a saved model: it holds one set of parameters"):

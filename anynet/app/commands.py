@@ -13,6 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from .config import KEEPS
 from .flags import (
     ENVIRONMENT,
     add_train_flags,
@@ -151,7 +152,7 @@ def add_evaluate_parser(subparsers):
     parser.add_argument("--translate-test", action="store_true", default=None,
                         help="average each image's scores with those of it shifted one pixel down-right and "
                              "up-left (default: as in training)")
-    parser.add_argument("--params", choices=("best", "last"), default="best",
+    parser.add_argument("--params", choices=KEEPS, default="best",
                         help="from checkpoint.npz, the parameters of the best validation check (default) or of "
                              "the last step")
     parser.set_defaults(run=run_evaluate)

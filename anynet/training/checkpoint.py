@@ -18,6 +18,7 @@ import numpy as np
 from .. import backends
 from ..files import write_atomic
 from ..models import MODELS
+from .options import KEEPS
 
 FORMAT = "anynet-checkpoint-1"
 
@@ -204,8 +205,8 @@ def load_model(path, backend=None, device=None, params="best"):
         From a training checkpoint, the parameters of its best validation
         check, or those of its last step (a Solver's ``keep``).
     """
-    if params not in ("best", "last"):
-        raise ValueError(f"params must be 'best' or 'last'; got {params!r}")
+    if params not in KEEPS:
+        raise ValueError(f"params must be one of {', '.join(KEEPS)}; got {params!r}")
     arrays, meta = load_npz(path)
     cls = MODELS.get(meta.get("model"))
     if cls is None:
