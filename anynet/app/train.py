@@ -336,8 +336,7 @@ def _run(solver, config, quiet, folder, tensorboard, on_epoch):
         solver.train()
     except StopRun as exc:
         stopped = str(exc) or "stopped"
-        if solver.keep == "best":  # as train() does at the end of a run
-            solver._restore_best()
+        solver._keep_final()  # as train() does at the end of a run
     except FloatingPointError as exc:  # a non-finite loss: the model goes back to the best parameters so far
         fault = exc
         solver._restore_best()

@@ -348,8 +348,7 @@ class Solver(AccuracyChecks):
                 self._after_step(first)
         finally:
             self._flush_pending_quietly()
-        if self.keep == "best":
-            self._restore_best()
+        self._keep_final()
 
     def _after_step(self, first):
         """The books after a step: printing, the decay and accuracy at epoch ends, checkpoints, the callback."""
@@ -377,6 +376,11 @@ class Solver(AccuracyChecks):
             self._flush_losses()
         except FloatingPointError:
             pass
+
+    def _keep_final(self):
+        """Leave the model with the parameters ``keep`` names at the end of a run (the last step's are there)."""
+        if self.keep == "best":
+            self._restore_best()
 
     def _restore_best(self):
         """Put the best parameters (and their running statistics) into the model."""
