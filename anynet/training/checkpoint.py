@@ -192,9 +192,10 @@ def _restore_bn(bn_params, arrays, prefix, xp, device):
 def load_model(path, backend=None, device=None, params="best"):
     """Rebuild the model saved in checkpoint ``path``, ready to predict.
 
-    The model gets the best parameters the Solver had seen when it saved
-    (those a finished ``train`` leaves in the model), or the current ones in a
-    checkpoint written by ``save_model``.
+    From a training checkpoint the model gets the parameters ``params``
+    names: by default the best the Solver had seen when it saved (those a
+    finished ``train`` with ``keep="best"`` leaves in the model). From a
+    checkpoint written by ``save_model`` it gets the one set saved there.
 
     Parameters
     ----------
@@ -218,8 +219,7 @@ def load_model(path, backend=None, device=None, params="best"):
         )
     model = cls(**meta["model_config"], backend=backend, device=device)
     best = _group(arrays, "best") if params == "best" else {}
-    params = best or _group(arrays, "params")
-    _set_params(model, params, path)
+    _set_params(model, best or _group(arrays, "params"), path)
     _restore_bn(model.bn_params, arrays, "best_bn" if best else "bn", model.xp, model.device)
     return model
 
