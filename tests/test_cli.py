@@ -492,6 +492,16 @@ def test_evaluate_refuses_a_model_of_another_input_size(tmp_path, capsys):
     assert err.count("\n") == 1 and str(path) in err and "100 inputs per image" in err and "3072" in err
 
 
+def test_the_light_configs_choices_are_the_librarys():
+    from anynet.app import config
+    from anynet.models import cnn
+    from anynet.training import options
+
+    assert config.KEEPS == options.KEEPS and config.DEFAULTS["keep"] == options.DEFAULTS["keep"]
+    assert config.LR_SCHEDULES == ("none", *options.SCHEDULES)
+    assert config.PRECISIONS == cnn.PRECISIONS
+
+
 def test_keep_last_saves_and_measures_the_last_steps_parameters(tmp_path, data_dir, capsys):
     out = tmp_path / "last"
     assert cli.main(["train", "--data-dir", str(data_dir), *SMALL, "--learning-rate", "0.05", "--epochs", "3",

@@ -62,6 +62,7 @@ MODEL_DEFAULTS = {
     "label_smoothing": {"cnn": 0.0},
     "precision": {"cnn": "float32"},
 }
+# The library's choices, written again so that this module loads no array library; a test keeps them equal.
 LR_SCHEDULES = ("none", "linear", "cosine")  # "none" (a grid value) is None
 PRECISIONS = ("float32", "bfloat16")
 KEEPS = ("best", "last")  # the Solver's keep=
